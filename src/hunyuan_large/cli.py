@@ -1,0 +1,70 @@
+"""`hunyuan <command>`: thin wrappers, each calling one library function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import UserError
+
+
+def _model_config(args: argparse.Namespace):
+    from .config import ModelConfig
+
+    if args.model:
+        return ModelConfig.load(args.model)
+    return ModelConfig.from_preset(args.preset)
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from .accounting import summary
+    from .report import print_info
+
+    cfg = _model_config(args)
+    info = summary(cfg, seq_len=args.seq_len)
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print_info(args.model or args.preset, cfg, info)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hunyuan", description="Hunyuan-Large: train, study and serve.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("info", help="parameters, FLOPs per token and KV-cache size of a model")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--preset", default="tiny", help="tiny, small, hunyuan-large, hunyuan-large-pretrain")
+    src.add_argument("--model", help="a model folder (config.json) instead of a preset")
+    p.add_argument("--seq-len", type=int, default=4096, help="sequence length for attention FLOPs")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="the embedded default job (what `make demo` runs)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `hunyuan` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""Grouped-query attention with QK-norm after RoPE and cross-layer K/V sharing (CLA).
+
+Shapes: B batch, T new tokens, S attended tokens (past + new), D hidden, Hq query heads,
+Hkv KV heads, d head dim.
+
+What a CLA owner layer hands to the layers that reuse it is its K after RoPE and before the key
+norm, and its V: (B, Hkv, S, d) each. Each layer then applies its *own* key norm. This equals the
+release (which shares raw projections and rotates them again with the same positions) and is
+exactly what a KV cache needs to hold.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from .layers import RMSNorm
+from .rope import apply_rope
+
+SharedKV = tuple[torch.Tensor, torch.Tensor]  # (k_rotated, v), each (B, Hkv, S, d)
+
+
+class KVStore(Protocol):
+    """What attention needs from a KV cache: append the new K/V of an owner layer, get all."""
+
+    def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> SharedKV: ...
+
+
+class Attention(nn.Module):
+    """Self-attention of one decoder layer; CLA reuse layers have no k_proj/v_proj."""
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads
+        self.head_dim = cfg.head_dim
+        self.owns_kv = cfg.owns_kv(layer_idx)
+        self.dropout = cfg.attention_dropout
+        d, D = self.head_dim, cfg.hidden_size
+        self.q_proj = nn.Linear(D, self.n_heads * d, bias=False)
+        if self.owns_kv:
+            self.k_proj = nn.Linear(D, self.n_kv * d, bias=False)
+            self.v_proj = nn.Linear(D, self.n_kv * d, bias=False)
+        self.o_proj = nn.Linear(self.n_heads * d, D, bias=False)
+        if cfg.use_qk_norm:
+            self.query_layernorm = RMSNorm(d, cfg.rms_norm_eps)
+            self.key_layernorm = RMSNorm(d, cfg.rms_norm_eps)
+        else:
+            self.query_layernorm = self.key_layernorm = None
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, T, D), already normalised
+        cos: torch.Tensor,  # (B, T, 1, d)
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,  # additive (B, 1, T, S) or None for plain causal
+        shared_kv: SharedKV | None = None,
+        cache: KVStore | None = None,
+    ) -> tuple[torch.Tensor, SharedKV]:
+        B, T, _ = x.shape
+        q = apply_rope(self.q_proj(x).view(B, T, self.n_heads, self.head_dim), cos, sin)
+        if self.owns_kv:
+            k = apply_rope(self.k_proj(x).view(B, T, self.n_kv, self.head_dim), cos, sin)
+            v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim)
+            k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, Hkv, T, d)
+            if cache is not None:
+                k, v = cache.update(self.layer_idx, k, v)  # (B, Hkv, S, d)
+        else:
+            if shared_kv is None:
+                raise RuntimeError(f"layer {self.layer_idx} reuses K/V but got none from its owner")
+            k, v = shared_kv
+        if self.query_layernorm is not None:
+            q = self.query_layernorm(q)
+            k_att = self.key_layernorm(k)
+        else:
+            k_att = k
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k_att, v,  # (B, Hq, T, d), (B, Hkv, S, d), (B, Hkv, S, d)
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=mask is None and T > 1,
+            enable_gqa=self.n_heads != self.n_kv,
+        )
+        out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
+        return self.o_proj(out), (k, v)

@@ -1,0 +1,69 @@
+"""Rotary position embedding (NeoX rotate-half style) with the release's four variants.
+
+The variant follows `rope_scaling` exactly as the official code does, including its precision
+quirks, because they change the logits measurably:
+- null: plain RoPE, but `inv_freq` is rounded to bfloat16 (positions stay fp32).
+- {"type": "dynamic", "alpha": a} with a truthy: static NTK-alpha, base = theta * a^(d/(d-2)),
+  everything fp32 (the released models).
+- {"type": "dynamic", "alpha": falsy}: classic dynamic NTK. Up to max_position_embeddings the
+  table is built in bfloat16 (bf16 `inv_freq` and bf16 `arange` positions); beyond it the base is
+  scaled by ((factor*len/max_pos) - (factor-1))^(d/(d-2)) and built in fp32.
+- {"type": "linear", "factor": f}: bf16 positions divided by f, all in bfloat16.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import ModelConfig
+
+
+def _inv_freq(base: float, dim: int, device: torch.device) -> torch.Tensor:
+    return 1.0 / (base ** (torch.arange(0, dim, 2, device=device).float() / dim))
+
+
+def _bf16_positions(position_ids: torch.Tensor, cfg: ModelConfig, kv_len: int) -> torch.Tensor:
+    # The official table is `arange(len, dtype=bf16)`, whose values for large lengths are not
+    # simply round(p), so index a table of the same length instead of rounding.
+    table_len = max(cfg.max_position_embeddings, kv_len, int(position_ids.max()) + 1)
+    table = torch.arange(table_len, dtype=torch.bfloat16, device=position_ids.device)
+    return table[position_ids]
+
+
+def rope_cos_sin(
+    cfg: ModelConfig, position_ids: torch.Tensor, kv_len: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables for `position_ids` (B, T) -> each (B, T, 1, d), cast to `dtype`.
+
+    `kv_len` is the attended length (past + current), which only the dynamic-NTK variant reads.
+    """
+    d = cfg.head_dim
+    dev = position_ids.device
+    rs = cfg.rope_scaling
+    if rs is None:
+        inv = _inv_freq(cfg.rope_theta, d, dev).bfloat16()
+        freqs = position_ids.float()[..., None] * inv  # promotes to fp32
+    elif rs["type"] == "dynamic" and rs["alpha"]:
+        inv = _inv_freq(cfg.rope_base, d, dev)
+        freqs = position_ids.float()[..., None] * inv
+    elif rs["type"] == "dynamic":
+        if kv_len > cfg.max_position_embeddings:
+            f = rs["factor"]
+            base = cfg.rope_theta * ((f * kv_len / cfg.max_position_embeddings) - (f - 1)) ** (d / (d - 2))
+            freqs = position_ids.float()[..., None] * _inv_freq(base, d, dev)
+        else:
+            inv = _inv_freq(cfg.rope_theta, d, dev).bfloat16()
+            freqs = _bf16_positions(position_ids, cfg, kv_len)[..., None] * inv
+    else:  # linear
+        inv = _inv_freq(cfg.rope_theta, d, dev).bfloat16()
+        t = _bf16_positions(position_ids, cfg, kv_len) / rs["factor"]
+        freqs = t[..., None] * inv
+    emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, d)
+    return emb.cos().to(dtype)[:, :, None, :], emb.sin().to(dtype)[:, :, None, :]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (B, T, H, d) by the tables (B, T, 1, d): x*cos + rotate_half(x)*sin."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return (x * cos) + (rotated * sin)
