@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from .config import ModelConfig
 from .errors import UserError
 from .model import HunyuanForCausalLM
+from .runtime import resolve_device
 
 SAFE_SINGLE, SAFE_INDEX = "model.safetensors", "model.safetensors.index.json"
 BIN_SINGLE, BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
@@ -42,13 +43,6 @@ def resolve_dtype(dtype: torch.dtype | str | None, default: torch.dtype) -> torc
     if dtype not in _DTYPES:
         raise CheckpointError(f"dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
     return _DTYPES[dtype]
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' -> cuda when available, else cpu."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def hf_tensors(model: HunyuanForCausalLM) -> dict[str, torch.Tensor]:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from .grouped_mm import grouped_mm
+from .grouped import grouped_swiglu
 from .layers import SwiGLU
 from .routing import Routing, route
 
@@ -60,11 +60,14 @@ class RoutedExperts(nn.Module):
         self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * Fw, D))
         self.down_proj = nn.Parameter(torch.empty(E, D, Fw))
 
-    def forward(self, x: torch.Tensor, counts: list[int]) -> torch.Tensor:
-        """x (R, D) sorted by expert with `counts[e]` rows each -> (R, D)."""
-        h = grouped_mm(x, self.gate_up_proj, counts)  # (R, 2F)
-        a = F.silu(h[:, : self.width]) * h[:, self.width :]
-        return grouped_mm(a, self.down_proj, counts)
+    def forward(self, x: torch.Tensor, weight: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """x (R, D) sorted by expert with `counts[e]` rows each, scaled by weight (R,) -> (R, D)."""
+        return grouped_swiglu(x, self.gate_up_proj, self.down_proj, weight, counts)
+
+    def forward_one(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        """Expert `e` on rows x (n, D), plain (the decode path)."""
+        h = x @ self.gate_up_proj[e].t()
+        return (F.silu(h[:, : self.width]) * h[:, self.width :]) @ self.down_proj[e].t()
 
 
 class MoE(nn.Module):
@@ -83,33 +86,51 @@ class MoE(nn.Module):
         self.generator: torch.Generator | None = None  # set by the model for seeded recycling
 
     def forward(
-        self, x: torch.Tensor, collect_stats: bool = False
-    ) -> tuple[torch.Tensor, Routing, RouterStats | None]:
-        """x (B, T, D) -> (output (B, T, D), routing, stats or None)."""
+        self, x: torch.Tensor, collect_stats: bool = False, return_routing: bool = False
+    ) -> tuple[torch.Tensor, Routing | None, RouterStats | None]:
+        """x (B, T, D) -> (output (B, T, D), routing or None, stats or None).
+
+        Training uses the configured routing policy; eval and inference are always dropless.
+        """
         B, T, D = x.shape
         xf = x.reshape(B * T, D)
         logits = self.gate(xf)  # (N, E) fp32
         probs = logits.softmax(dim=-1)
         policy = self.cfg.routing_policy if self.training else "dropless"
-        capacity = self.cfg.capacity(B * T) if policy != "dropless" else None
-        routing = route(probs, self.top_k, policy, capacity, self.generator)
-
-        routed = self._dispatch_combine(xf, routing)
+        few = B * T * self.top_k <= self.num_experts
+        if few and policy == "dropless" and not (torch.is_grad_enabled() or collect_stats or return_routing):
+            routed, routing = self._decode(xf, probs), None
+        else:
+            capacity = self.cfg.capacity(B * T) if policy != "dropless" else None
+            routing = route(probs, self.top_k, policy, capacity, self.generator)
+            routed = self._dispatch_combine(xf, routing)
         out = routed if self.shared_mlp is None else self.shared_mlp(xf) + routed
         stats = self._stats(logits, probs, routing) if collect_stats else None
         return out.view(B, T, D), routing, stats
 
     def _dispatch_combine(self, xf: torch.Tensor, routing: Routing) -> torch.Tensor:
-        E = self.num_experts
         expert = routing.expert.reshape(-1)  # (N*k,) token-major
         kept = (expert >= 0).nonzero().squeeze(1)
         # Sort kept pairs by expert: each expert's rows become one contiguous segment.
         pairs = kept[torch.argsort(expert[kept], stable=True)]  # (R,) flat (token, choice) ids
         tokens = pairs // self.top_k
-        counts = torch.bincount(expert[pairs], minlength=E).tolist()
-        y = self.experts(xf[tokens], counts)  # (R, D)
-        w = routing.weight.reshape(-1)[pairs].to(y.dtype)
-        return torch.zeros_like(xf).index_add_(0, tokens, y * w[:, None])
+        counts = torch.bincount(expert[pairs], minlength=self.num_experts).tolist()
+        y = self.experts(xf[tokens], routing.weight.reshape(-1)[pairs], counts)  # (R, D)
+        return torch.zeros_like(xf).index_add_(0, tokens, y.to(xf.dtype))
+
+    def _decode(self, xf: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """Inference on a few tokens: run only the selected experts, token by token."""
+        if self.top_k == 1:
+            w, idx = probs.max(dim=1, keepdim=True)  # ties as argmax: first maximum
+        else:
+            w, idx = probs.topk(self.top_k, dim=1)
+            w = w / w.sum(dim=1, keepdim=True).clamp(min=torch.finfo(w.dtype).eps)
+        w = w.to(xf.dtype)
+        out = torch.zeros_like(xf)
+        for t, experts in enumerate(idx.tolist()):
+            for j, e in enumerate(experts):
+                out[t] += w[t, j] * self.experts.forward_one(e, xf[t : t + 1])[0]
+        return out
 
     def _stats(self, logits: torch.Tensor, probs: torch.Tensor, routing: Routing) -> RouterStats:
         E = self.num_experts

@@ -44,11 +44,11 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, mask, shared_kv=None, cache=None, collect_stats=False):
+    def forward(self, x, cos, sin, mask, shared_kv=None, cache=None, collect_stats=False, return_routing=False):
         a, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, shared_kv, cache)
         h = x + a
         if isinstance(self.mlp, MoE):
-            m, routing, stats = self.mlp(self.post_attention_layernorm(h), collect_stats)
+            m, routing, stats = self.mlp(self.post_attention_layernorm(h), collect_stats, return_routing)
         else:
             m, routing, stats = self.mlp(self.post_attention_layernorm(h)), None, None
         return h + m, kv, routing, stats
@@ -110,7 +110,7 @@ class HunyuanModel(nn.Module):
         for i, layer in enumerate(self.layers):
             if output_hidden_states:
                 out.hidden_states.append(x)
-            x, kv, routing, stats = layer(x, cos, sin, mask, shared, cache, collect)
+            x, kv, routing, stats = layer(x, cos, sin, mask, shared, cache, collect, output_routing)
             if self.cfg.owns_kv(i):
                 shared = kv
             if routing is not None and output_routing:
