@@ -32,7 +32,22 @@ def cmd_info(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
-    run_demo()
+    run_demo(args.config, args.overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import RunConfig, Trainer
+
+    cfg = RunConfig.from_toml(args.config, args.overrides)
+    result = Trainer(cfg).run()
+    return 130 if result.interrupted else 0
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .train.export import export_run
+
+    path = export_run(args.run, args.out, checkpoint=args.checkpoint, dtype=args.dtype)
+    print(f"exported {path}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,22 +63,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("demo", help="the embedded default job (what `make demo` runs)")
+    p.add_argument("--config", help="a run config TOML (default: the embedded demo)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="pre-train a model from a run config (resumes when possible)")
+    p.add_argument("config", help="run config TOML (see configs/); any key can be overridden")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="a run's checkpoint -> an HF model folder with its tokenizer")
+    p.add_argument("run", help="the run folder")
+    p.add_argument("out", help="the model folder to write")
+    p.add_argument("--checkpoint", help="a checkpoint folder name (default: the newest)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="weights dtype")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `hunyuan` console script."""
-    args = build_parser().parse_args(argv)
+    # `--section.key value` overrides are free-form: take them before argparse sees them.
+    argv = sys.argv[1:] if argv is None else argv
+    args, rest = build_parser().parse_known_args(argv)
+    args.overrides = rest
+    if rest and args.command not in ("train", "demo"):
+        build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
     try:
-        args.func(args)
+        code = args.func(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,8 @@
+"""Inference: the GQA + CLA KV cache, sampling, the batched generation engine and the server."""
+
+from .engine import Engine, EngineConfig, Result, StepOutput
+from .kv_cache import KVCache
+from .sampling import SamplingParams, load_generation_defaults
+
+__all__ = ["Engine", "EngineConfig", "KVCache", "Result", "SamplingParams", "StepOutput",
+           "load_generation_defaults"]

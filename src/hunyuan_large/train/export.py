@@ -1,0 +1,32 @@
+"""`hunyuan export RUN OUT`: a run checkpoint as a release-style model folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..checkpoint import load_pretrained
+from ..errors import UserError
+from ..tokenizer import HunyuanTokenizer
+from .run_state import checkpoints
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str | None = None,
+               dtype: str | None = None) -> Path:
+    """Write config.json, weights, hy.tiktoken, tokenizer_config.json and generation_config.json."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    found = checkpoints(run_dir)
+    if not found:
+        raise UserError(f"{run_dir} has no checkpoint to export")
+    ckpt = found[-1] if checkpoint is None else run_dir / checkpoint
+    if not (ckpt / "model").is_dir():
+        raise UserError(f"{ckpt} is not a checkpoint (have: {', '.join(p.name for p in found)})")
+    model = load_pretrained(ckpt / "model", device="cpu")
+    model.save_pretrained(out_dir, dtype=dtype)
+    tokenizer = HunyuanTokenizer.from_pretrained(run_dir / "tokenizer")
+    tokenizer.save(out_dir)
+    generation = {"eos_token_id": [tokenizer.eod_id, tokenizer.chat_eos_id], "pad_token_id": tokenizer.pad_id,
+                  "bos_token_id": tokenizer.bos_id, "do_sample": True, "temperature": 0.7, "top_k": 20,
+                  "top_p": 0.6, "repetition_penalty": 1.05}
+    (out_dir / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+    return out_dir

@@ -1,0 +1,31 @@
+"""Measured peak matmul throughput, the denominator of MFU."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def measure_peak_flops(device: torch.device, seconds: float = 0.5) -> float:
+    """FLOP/s of a large square GEMM: fp32 on CPU, bf16 on CUDA (what training computes in)."""
+    n, dtype = (2048, torch.float32) if device.type == "cpu" else (8192, torch.bfloat16)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    out = torch.empty(n, n, device=device, dtype=dtype)
+
+    def run(reps: int) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            torch.mm(a, b, out=out)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    run(2)  # warm up
+    per_call = run(3) / 3
+    reps = max(3, int(seconds / max(per_call, 1e-6)))
+    best = min(run(reps) / reps for _ in range(3))
+    return 2 * n**3 / best
