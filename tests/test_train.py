@@ -16,7 +16,7 @@ from hunyuan_large.train import RunConfig, Trainer
 from hunyuan_large.train.config import RunConfigError
 from hunyuan_large.train.export import export_run
 from hunyuan_large.train.optim import build_optimizer, surge_expert_scale, surge_optimal_lr
-from hunyuan_large.train.run_state import checkpoints
+from hunyuan_large.train.run_state import checkpoints, load_model
 from hunyuan_large.train.schedule import Schedule
 from hunyuan_large.train.trainer import TrainingDiverged
 
@@ -146,7 +146,7 @@ def test_non_finite_steps_are_skipped_then_the_run_stops(tmp_path, monkeypatch):
     records = [json.loads(x) for x in (Path(cfg.run_dir) / "metrics.jsonl").read_text().splitlines()]
     assert sum(1 for r in records if r.get("skipped")) == 3
     assert [p.name for p in checkpoints(Path(cfg.run_dir))][-1] == "ckpt-0000004"
-    HunyuanForCausalLM.from_pretrained(Path(cfg.run_dir) / "ckpt-0000004" / "model")  # intact
+    load_model(Path(cfg.run_dir) / "ckpt-0000004")  # intact
 
 
 def test_export_gives_a_release_style_folder(tmp_path):

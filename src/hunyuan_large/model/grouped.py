@@ -45,7 +45,7 @@ def _weight_grad(dy: torch.Tensor, x: torch.Tensor, like: torch.Tensor, counts: 
 class _GroupedSwiGLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w_gate_up, w_down, weight, counts):
-        # x (R, D); w_gate_up (E, 2F, D); w_down (E, D, F); weight (R,) -> (R, D)
+        # x (R, D); w_gate_up (E, 2F, D); w_down (E, D, F); weight (R,) or None -> (R, D)
         width = w_down.shape[2]
         h = _grouped_mm(x, w_gate_up, counts, transpose=True)  # (R, 2F)
         gate, up = h[:, :width], h[:, width:]
@@ -54,15 +54,18 @@ class _GroupedSwiGLU(torch.autograd.Function):
         y = _grouped_mm(a, w_down, counts, transpose=True)  # (R, D) before the combine weight
         ctx.save_for_backward(x, w_gate_up, w_down, weight, h, act, a, y)
         ctx.counts = counts
-        return y * weight[:, None]
+        return y if weight is None else y * weight[:, None]
 
     @staticmethod
     def backward(ctx, dout):
         x, w_gate_up, w_down, weight, h, act, a, y = ctx.saved_tensors
         counts, width = ctx.counts, w_down.shape[2]
         dout = dout.contiguous()
-        d_weight = torch.linalg.vecdot(dout, y)  # (R,)
-        dy = dout * weight[:, None]
+        if weight is None:
+            d_weight, dy = None, dout
+        else:
+            d_weight = torch.linalg.vecdot(dout, y)  # (R,)
+            dy = dout * weight[:, None]
         d_down = _weight_grad(dy, a, w_down, counts)
         da = _grouped_mm(dy, w_down, counts, transpose=False)  # (R, F)
         dh = torch.empty_like(h)  # (R, 2F): d gate | d up, written in place
@@ -74,10 +77,11 @@ class _GroupedSwiGLU(torch.autograd.Function):
 
 
 def grouped_swiglu(
-    x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, weight: torch.Tensor, counts: list[int]
+    x: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, weight: torch.Tensor | None,
+    counts: list[int],
 ) -> torch.Tensor:
-    """weight[r] * down_e(silu(gate_e(x[r])) * up_e(x[r])) for rows in expert segments."""
+    """weight[r] * down_e(silu(gate_e(x[r])) * up_e(x[r])) for rows in expert segments (weight optional)."""
     if torch.is_autocast_enabled(x.device.type):  # autocast does not reach custom Functions
         dtype = torch.get_autocast_dtype(x.device.type)
         x, w_gate_up, w_down = x.to(dtype), w_gate_up.to(dtype), w_down.to(dtype)
-    return _GroupedSwiGLU.apply(x, w_gate_up, w_down, weight.to(x.dtype), counts)
+    return _GroupedSwiGLU.apply(x, w_gate_up, w_down, None if weight is None else weight.to(x.dtype), counts)

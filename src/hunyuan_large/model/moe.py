@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from .expert_parallel import ExpertParallel, dispatch_to_experts
 from .grouped import grouped_swiglu
 from .layers import SwiGLU
 from .routing import Routing, route
@@ -60,14 +61,19 @@ class RoutedExperts(nn.Module):
         self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * Fw, D))
         self.down_proj = nn.Parameter(torch.empty(E, D, Fw))
 
-    def forward(self, x: torch.Tensor, weight: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weight: torch.Tensor | None, counts: list[int]) -> torch.Tensor:
         """x (R, D) sorted by expert with `counts[e]` rows each, scaled by weight (R,) -> (R, D)."""
-        return grouped_swiglu(x, self.gate_up_proj, self.down_proj, weight, counts)
+        return grouped_swiglu(x, _local(self.gate_up_proj), _local(self.down_proj), weight, counts)
 
     def forward_one(self, e: int, x: torch.Tensor) -> torch.Tensor:
         """Expert `e` on rows x (n, D), plain (the decode path)."""
         h = x @ self.gate_up_proj[e].t()
         return (F.silu(h[:, : self.width]) * h[:, self.width :]) @ self.down_proj[e].t()
+
+
+def _local(p: torch.Tensor) -> torch.Tensor:
+    """This rank's experts of an expert-parallel (DTensor) weight; the weight itself otherwise."""
+    return p.to_local() if hasattr(p, "to_local") else p
 
 
 class MoE(nn.Module):
@@ -84,6 +90,7 @@ class MoE(nn.Module):
         self.gate = Router(cfg)
         self.experts = RoutedExperts(cfg)
         self.generator: torch.Generator | None = None  # set by the model for seeded recycling
+        self.ep: ExpertParallel | None = None  # set when experts are sharded across ranks
 
     def forward(
         self, x: torch.Tensor, collect_stats: bool = False, return_routing: bool = False
@@ -98,7 +105,8 @@ class MoE(nn.Module):
         probs = logits.softmax(dim=-1)
         policy = self.cfg.routing_policy if self.training else "dropless"
         few = B * T * self.top_k <= self.num_experts
-        if few and policy == "dropless" and not (torch.is_grad_enabled() or collect_stats or return_routing):
+        if (few and policy == "dropless" and self.ep is None
+                and not (torch.is_grad_enabled() or collect_stats or return_routing)):
             routed, routing = self._decode(xf, probs), None
         else:
             capacity = self.cfg.capacity(B * T) if policy != "dropless" else None
@@ -114,8 +122,13 @@ class MoE(nn.Module):
         # Sort kept pairs by expert: each expert's rows become one contiguous segment.
         pairs = kept[torch.argsort(expert[kept], stable=True)]  # (R,) flat (token, choice) ids
         tokens = pairs // self.top_k
-        counts = torch.bincount(expert[pairs], minlength=self.num_experts).tolist()
-        y = self.experts(xf[tokens], routing.weight.reshape(-1)[pairs], counts)  # (R, D)
+        counts = torch.bincount(expert[pairs], minlength=self.num_experts)
+        weight = routing.weight.reshape(-1)[pairs]
+        if self.ep is None:
+            y = self.experts(xf[tokens], weight, counts.tolist())  # (R, D)
+        else:
+            y = dispatch_to_experts(xf[tokens], counts, lambda rows, c: self.experts(rows, None, c), self.ep)
+            y = y * weight[:, None].to(y.dtype)
         return torch.zeros_like(xf).index_add_(0, tokens, y.to(xf.dtype))
 
     def _decode(self, xf: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:

@@ -95,6 +95,14 @@ class TrainSection:
 
 
 @dataclass
+class ParallelSection:
+    """Scale-out under torchrun: FSDP2 over all ranks, experts sharded over `ep` ranks."""
+
+    ep: int = 1  # expert-parallel degree: divides the world size and the number of experts
+    timeout_s: int = 600  # a collective waiting longer than this ends the job
+
+
+@dataclass
 class RunConfig:
     """Everything a training run needs; saved resolved in the run folder."""
 
@@ -103,6 +111,7 @@ class RunConfig:
     tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
+    parallel: ParallelSection = field(default_factory=ParallelSection)
 
     # ----- reading -----------------------------------------------------------------------
     @classmethod
@@ -133,11 +142,11 @@ class RunConfig:
                 cfg.run_dir = str(value)
             elif key == "model":
                 cfg.model = _model_section(value)
-            elif key in ("tokenizer", "data", "train"):
+            elif key in ("tokenizer", "data", "train", "parallel"):
                 setattr(cfg, key, _section(type(getattr(cfg, key)), key, value))
             else:
                 raise RunConfigError(f"unknown config section {key!r} "
-                                     "(allowed: run_dir, model, tokenizer, data, train)")
+                                     "(allowed: run_dir, model, tokenizer, data, train, parallel)")
         cfg.validate()
         return cfg
 
@@ -156,6 +165,7 @@ class RunConfig:
             (self.data.seq_len >= 2, f"data.seq_len must be >= 2, got {self.data.seq_len}"),
             (bool(self.data.sources), "data.sources must name at least one category"),
             (0 <= self.data.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {self.data.val_fraction}"),
+            (self.parallel.ep >= 1, f"parallel.ep must be >= 1, got {self.parallel.ep}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -165,7 +175,8 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         model = {"preset": self.model.preset, "init_from": self.model.init_from, **self.model.overrides}
         return {"run_dir": self.run_dir, "model": model, "tokenizer": dataclasses.asdict(self.tokenizer),
-                "data": dataclasses.asdict(self.data), "train": dataclasses.asdict(self.train)}
+                "data": dataclasses.asdict(self.data), "train": dataclasses.asdict(self.train),
+                "parallel": dataclasses.asdict(self.parallel)}
 
     def to_toml(self) -> str:
         d = self.to_dict()

@@ -66,9 +66,11 @@ def prepare_data(cfg: RunConfig, run_dir: Path, console: Console) -> tuple[dict,
     return train, val, metas
 
 
-def make_sampler(cfg: RunConfig, train: dict[str, TokenStream]) -> MixtureSampler:
+def make_sampler(cfg: RunConfig, train: dict[str, TokenStream], world: int = 1) -> MixtureSampler:
+    """The global sampler: world x batch_size rows per micro-batch (each rank takes its slice)."""
     mixture = cfg.data.mixture or {cat: 1.0 for cat in train}
-    return MixtureSampler(train, mixture, cfg.data.anneal_mixture or None, cfg.train.batch_size, cfg.train.seed)
+    return MixtureSampler(train, mixture, cfg.data.anneal_mixture or None, cfg.train.batch_size * world,
+                          cfg.train.seed)
 
 
 def make_validation(cfg: RunConfig, val: dict[str, TokenStream]) -> list:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..checkpoint import load_pretrained
 from ..errors import UserError
 from ..tokenizer import HunyuanTokenizer
-from .run_state import checkpoints
+from .run_state import checkpoints, load_model
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str | None = None,
@@ -19,9 +18,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str | None 
     if not found:
         raise UserError(f"{run_dir} has no checkpoint to export")
     ckpt = found[-1] if checkpoint is None else run_dir / checkpoint
-    if not (ckpt / "model").is_dir():
+    if not (ckpt / "dcp").is_dir():
         raise UserError(f"{ckpt} is not a checkpoint (have: {', '.join(p.name for p in found)})")
-    model = load_pretrained(ckpt / "model", device="cpu")
+    model = load_model(ckpt)
     model.save_pretrained(out_dir, dtype=dtype)
     tokenizer = HunyuanTokenizer.from_pretrained(run_dir / "tokenizer")
     tokenizer.save(out_dir)

@@ -10,8 +10,6 @@ expert and embeddings use the base rate. Norm weights get no weight decay.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
@@ -29,13 +27,6 @@ def surge_expert_scale(batch_tokens: float, b_noise: float, top_k: int, num_expe
     return surge_optimal_lr(batch_tokens * top_k / num_experts, b_noise) / surge_optimal_lr(batch_tokens, b_noise)
 
 
-@dataclass
-class GroupSpec:
-    name: str
-    lr_scale: float
-    weight_decay: float
-
-
 def param_groups(model: nn.Module, weight_decay: float, expert_lr_scale: float) -> list[dict]:
     """Three groups: 'expert' (routed experts, scaled LR), 'no_decay' (norms), 'base'."""
     expert, no_decay, base = [], [], []
@@ -51,11 +42,10 @@ def param_groups(model: nn.Module, weight_decay: float, expert_lr_scale: float) 
                 no_decay.append(p)
             else:
                 base.append(p)
-    specs = [(GroupSpec("base", 1.0, weight_decay), base),
-             (GroupSpec("expert", expert_lr_scale, weight_decay), expert),
-             (GroupSpec("no_decay", 1.0, 0.0), no_decay)]
-    return [{"params": params, "name": s.name, "lr_scale": s.lr_scale, "weight_decay": s.weight_decay}
-            for s, params in specs if params]
+    specs = [("base", base, 1.0, weight_decay), ("expert", expert, expert_lr_scale, weight_decay),
+             ("no_decay", no_decay, 1.0, 0.0)]
+    return [{"params": params, "name": name, "lr_scale": scale, "weight_decay": wd}
+            for name, params, scale, wd in specs if params]
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, expert_lr_scale: float,

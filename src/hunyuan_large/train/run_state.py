@@ -1,20 +1,28 @@
-"""Run checkpoints: atomic, pruned to the last N, and complete enough to resume exactly.
+"""Run checkpoints through PyTorch Distributed Checkpoint: sharded, reshardable, atomic, exact.
 
-A checkpoint folder `ckpt-0000123/` holds `model/` (the HF layout, float32), `optimizer.pt` and
-`state.pt` (step, tokens, data-sampler position, skipped-step streak, and every RNG state). It is
-written as `ckpt-0000123.tmp/` and renamed when complete, so a crash never leaves a torn one.
+A checkpoint folder `ckpt-0000123/` holds `dcp/` (model and optimizer state, each rank writing
+its own shards; parameters are saved under their global shapes, so any world size or
+expert-parallel layout can load them), `config.json` (the model), `state.json` (step, tokens,
+data-sampler position, skipped-step streak) and `rng-<rank>.pt` (every random stream of that
+rank). It is written as `ckpt-0000123.tmp/` and renamed by rank 0 once every rank has finished,
+so an interrupted save never leaves a torn checkpoint behind.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import shutil
 from pathlib import Path
 
 import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (
+    get_model_state_dict, get_optimizer_state_dict, set_model_state_dict, set_optimizer_state_dict,
+)
 
-from ..checkpoint import load_weights, save_pretrained
+from ..errors import UserError
 from ..model import HunyuanForCausalLM
+from .distributed import DistContext
 
 PREFIX = "ckpt-"
 
@@ -31,7 +39,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def rng_state(routing: torch.Generator | None) -> dict:
-    """Every random stream the step depends on."""
+    """Every random stream a step depends on, for this rank."""
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -48,28 +56,60 @@ def set_rng_state(state: dict, routing: torch.Generator | None) -> None:
         routing.set_state(state["routing"])
 
 
+def _state_dicts(model: HunyuanForCausalLM, optimizer: torch.optim.Optimizer | None) -> dict:
+    sd = {"model": get_model_state_dict(model)}
+    if optimizer is not None:
+        sd["optim"] = get_optimizer_state_dict(model, optimizer)
+    return sd
+
+
 def save_checkpoint(run_dir: Path, step: int, model: HunyuanForCausalLM, optimizer: torch.optim.Optimizer,
-                    state: dict, keep_last: int) -> Path:
-    """Write checkpoint `step` atomically, then delete all but the newest `keep_last`."""
+                    state: dict, rng: dict, keep_last: int, ctx: DistContext) -> Path:
+    """Collective: write checkpoint `step`, publish it atomically, keep the newest `keep_last`."""
     final = run_dir / f"{PREFIX}{step:07d}"
     tmp = run_dir / f"{final.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_pretrained(model, tmp / "model", max_shard_size="10GB", dtype=torch.float32)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(state, tmp / "state.pt")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    for old in checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
-        shutil.rmtree(old)
+    if ctx.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    ctx.barrier()
+    dcp.save(_state_dicts(model, optimizer), checkpoint_id=tmp / "dcp", no_dist=not ctx.distributed)
+    torch.save(rng, tmp / f"rng-{ctx.rank}.pt")
+    if ctx.is_main:
+        model.config.save(tmp / "config.json")
+        (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
+    ctx.barrier()
+    if ctx.is_main:
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        for old in checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
+            shutil.rmtree(old)
+    ctx.barrier()
     return final
 
 
-def load_checkpoint(path: Path, model: HunyuanForCausalLM, optimizer: torch.optim.Optimizer | None) -> dict:
-    """Restore model (and optimizer) in place; returns the saved trainer state."""
-    load_weights(model, path / "model")
+def load_checkpoint(path: Path, model: HunyuanForCausalLM, optimizer: torch.optim.Optimizer | None,
+                    ctx: DistContext) -> tuple[dict, dict | None]:
+    """Collective: restore model (and optimizer) in place; returns (state, this rank's RNG or None)."""
+    sd = _state_dicts(model, optimizer)
+    dcp.load(sd, checkpoint_id=path / "dcp", no_dist=not ctx.distributed)
+    set_model_state_dict(model, sd["model"])
     if optimizer is not None:
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    return torch.load(path / "state.pt", weights_only=True)
+        set_optimizer_state_dict(model, optimizer, sd["optim"])
+    state = json.loads((path / "state.json").read_text())
+    rng_file = path / f"rng-{ctx.rank}.pt"
+    rng = torch.load(rng_file, weights_only=True) if rng_file.exists() else None
+    return state, rng
+
+
+def load_model(path: Path) -> HunyuanForCausalLM:
+    """The model of a checkpoint folder, in one process (whatever layout saved it)."""
+    from ..config import ModelConfig
+
+    if not (path / "dcp").is_dir():
+        raise UserError(f"{path} is not a run checkpoint (no dcp/ folder)")
+    with torch.device("meta"):
+        model = HunyuanForCausalLM(ModelConfig.load(path / "config.json"))
+    model.to_empty(device="cpu")
+    model.tie_weights()
+    load_checkpoint(path, model, None, DistContext(device=torch.device("cpu")))
+    return model.eval()

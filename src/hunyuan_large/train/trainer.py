@@ -1,35 +1,43 @@
-"""`hunyuan train`: the pre-training loop with the paper's recipe.
+"""`hunyuan train`: the pre-training loop with the paper's recipe, on one process or under torchrun.
 
-One optimizer step = grad_accum micro-batches of (batch_size, seq_len) tokens. The loss is
-cross-entropy + aux_loss_coef * load-balancing loss + z_loss_coef * router z-loss. Routed experts
-train at a scaled learning rate; the schedule warms up, decays, then anneals over the last 5% of
-tokens while the data mixture switches to the annealing mixture.
+One optimizer step = grad_accum micro-batches of (batch_size, seq_len) tokens on every rank; the
+global batch is world x that, drawn by one sampler that every rank runs and slices, so the data
+order does not depend on the world size. The loss is cross-entropy + aux_loss_coef *
+load-balancing loss + z_loss_coef * router z-loss. Routed experts train at a scaled learning
+rate; the schedule warms up, decays, then anneals over the last 5% of tokens while the data
+mixture switches to the annealing mixture.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from rich.console import Console
 
-from ..accounting import flops_per_token
+from ..accounting import count_params, flops_per_token
 from ..errors import UserError
 from ..model import HunyuanForCausalLM
-from ..runtime import resolve_device, tune_cpu_allocator
+from ..report import human
+from ..runtime import tune_cpu_allocator
 from .config import RunConfig
 from .data_setup import make_sampler, make_validation, prepare_data, prepare_tokenizer
+from .distributed import (
+    DistContext, check_same_config, clip_grad_norm, fail_clearly, finalize_expert_grads, init_distributed,
+    parallelize,
+)
 from .metrics import MetricsLog, TrainProgress, write_plots
 from .mfu import measure_peak_flops
 from .optim import build_optimizer, set_lr, surge_expert_scale
 from .run_state import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .schedule import Schedule
+from .stats import accumulate, new_acc, record, summarize
 
 
 class TrainingDiverged(UserError):
@@ -49,14 +57,22 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, console: Console | None = None):
         self.cfg, t = cfg, cfg.train
-        self.console = console or Console()
+        self.ctx: DistContext = init_distributed(cfg.parallel, t.device)
+        self.console = console or Console(quiet=not self.ctx.is_main)
+        check_same_config(self.ctx, cfg.to_toml())
         self.run_dir = Path(cfg.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         tune_cpu_allocator()
-        self.device = resolve_device(t.device)
-        self.tokenizer = prepare_tokenizer(cfg, self.run_dir, self.console)
-        train_streams, val_streams, self.data_meta = prepare_data(cfg, self.run_dir, self.console)
-        self.sampler = make_sampler(cfg, train_streams)
+        self.device = self.ctx.device
+        # Rank 0 trains the tokenizer and tokenizes; the others then find both cached.
+        if self.ctx.is_main:
+            self.tokenizer = prepare_tokenizer(cfg, self.run_dir, self.console)
+            train_streams, val_streams, _ = prepare_data(cfg, self.run_dir, self.console)
+        self.ctx.barrier()
+        if not self.ctx.is_main:
+            self.tokenizer = prepare_tokenizer(cfg, self.run_dir, self.console)
+            train_streams, val_streams, _ = prepare_data(cfg, self.run_dir, self.console)
+        self.sampler = make_sampler(cfg, train_streams, self.ctx.world)
         self.val_batches = make_validation(cfg, val_streams)
 
         torch.manual_seed(t.seed)
@@ -65,14 +81,15 @@ class Trainer:
         self.model_cfg = cfg.model_config(vocab, self.tokenizer.pad_id)
         if cfg.model.init_from:
             model = HunyuanForCausalLM.from_pretrained(cfg.model.init_from, device="cpu")
-            model.config.set_routing_policy(t.routing)
-            model.config.capacity_factor = t.capacity_factor
+            model.config = self.model_cfg = cfg.model_config(model.config.vocab_size, model.config.pad_token_id)
         else:
             model = HunyuanForCausalLM(self.model_cfg)
         self.model = model.to(self.device).train()
-        self.routing_gen = self.model.set_routing_seed(t.seed + 1)
+        parallelize(self.model, self.ctx)
+        torch.manual_seed(t.seed + self.ctx.rank)  # dropout differs per rank, as data does
+        self.routing_gen = self.model.set_routing_seed(t.seed + 1 + self.ctx.rank)
 
-        self.tokens_per_step = t.batch_size * t.grad_accum * cfg.data.seq_len
+        self.tokens_per_step = t.batch_size * t.grad_accum * cfg.data.seq_len * self.ctx.world
         self.expert_scale = self._expert_lr_scale()
         self.optimizer = build_optimizer(self.model, t.lr, t.weight_decay, self.expert_scale,
                                          (t.beta1, t.beta2), t.eps)
@@ -81,7 +98,7 @@ class Trainer:
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
                          else contextlib.nullcontext())
         self.log = MetricsLog(self.run_dir / "metrics.jsonl")
-        self.flops_per_token = flops_per_token(self.model.config, cfg.data.seq_len)
+        self.flops_per_token = flops_per_token(self.model_cfg, cfg.data.seq_len)
 
     def _expert_lr_scale(self) -> float:
         t, mc = self.cfg.train, self.model_cfg
@@ -98,83 +115,108 @@ class Trainer:
         """Restore the newest checkpoint if resuming; returns (step, tokens, bad_streak)."""
         ckpt = latest_checkpoint(self.run_dir) if self.cfg.train.resume else None
         if ckpt is None:
-            self.log.path.unlink(missing_ok=True)
+            if self.ctx.is_main:
+                self.log.path.unlink(missing_ok=True)
             return 0, 0, 0
-        state = load_checkpoint(ckpt, self.model, self.optimizer)
+        state, rng = load_checkpoint(ckpt, self.model, self.optimizer, self.ctx)
         self.sampler.load_state_dict(state["sampler"])
-        set_rng_state(state["rng"], self.routing_gen)
-        self.log.truncate_after(state["step"])
+        if rng is not None:  # absent when this rank did not exist in the saving job
+            set_rng_state(rng, self.routing_gen)
+        if self.ctx.is_main:
+            self.log.truncate_after(state["step"])
         self.console.print(f"resuming from {ckpt.name} (step {state['step']})")
         return state["step"], state["tokens"], state["bad_streak"]
 
     def _save(self, step: int, tokens: int, bad_streak: int) -> Path:
-        state = {"step": step, "tokens": tokens, "bad_streak": bad_streak,
-                 "sampler": self.sampler.state_dict(), "rng": rng_state(self.routing_gen)}
-        return save_checkpoint(self.run_dir, step, self.model, self.optimizer, state, self.cfg.train.keep_last)
+        state = {"step": step, "tokens": tokens, "bad_streak": bad_streak, "sampler": self.sampler.state_dict()}
+        return save_checkpoint(self.run_dir, step, self.model, self.optimizer, state,
+                               rng_state(self.routing_gen), self.cfg.train.keep_last, self.ctx)
 
     # ----- evaluation ----------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> float | None:
-        """Mean validation cross-entropy per token (dropless routing, as at inference)."""
+        """Mean validation cross-entropy per token (dropless routing, as at inference).
+
+        Ranks take batches round-robin; every rank runs the same number of forwards (FSDP's
+        collectives need it), padding with a zero-weight repeat.
+        """
         if not self.val_batches:
             return None
         self.model.eval()
         total, count = 0.0, 0
-        for batch in self.val_batches:
-            batch = batch.to(self.device)
+        per_rank = -(-len(self.val_batches) // self.ctx.world)
+        for i in range(per_rank):
+            index = i * self.ctx.world + self.ctx.rank
+            batch = self.val_batches[min(index, len(self.val_batches) - 1)].to(self.device)
             with self.autocast:
                 logits = self.model(batch[:, :-1]).logits
-            total += F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten(), reduction="sum").item()
-            count += batch[:, 1:].numel()
+            if index < len(self.val_batches):
+                total += F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten(), reduction="sum").item()
+                count += batch[:, 1:].numel()
         self.model.train()
-        return total / count
+        return self.ctx.all_reduce(total) / self.ctx.all_reduce(count)
 
     # ----- one optimizer step -------------------------------------------------------------
+    def _micro_batch(self, anneal: bool) -> torch.Tensor:
+        """This rank's rows of the next global micro-batch."""
+        rows = self.sampler.next_batch(anneal)
+        b = self.cfg.train.batch_size
+        return rows[self.ctx.rank * b : (self.ctx.rank + 1) * b].to(self.device)
+
     def _step(self, step: int, acc: dict) -> tuple[bool, float]:
-        """Accumulate grad_accum micro-batches and step; returns (applied, loss)."""
-        t = self.cfg.train
+        """Accumulate grad_accum micro-batches and step; returns (applied, mean loss of all ranks)."""
+        t, ctx = self.cfg.train, self.ctx
         anneal = self.schedule.phase(step) == "anneal"
         lrs = set_lr(self.optimizer, self.schedule.lr(step))
         losses, finite = [], True
         for _ in range(t.grad_accum):
-            batch = self.sampler.next_batch(anneal).to(self.device)
+            batch = self._micro_batch(anneal)
             with self.autocast:
                 out = self.model(batch[:, :-1])
             ce = F.cross_entropy(out.logits.flatten(0, 1), batch[:, 1:].flatten())
             loss = ce
             if out.aux_loss is not None:
                 loss = loss + t.aux_loss_coef * out.aux_loss + t.z_loss_coef * out.z_loss
-            if not torch.isfinite(loss):
-                finite = False
-                break
+            finite = finite and bool(torch.isfinite(loss))
             (loss / t.grad_accum).backward()
-            losses.append(ce.item())
-            acc["tokens"] += batch[:, :-1].numel()
-            _accumulate_stats(acc, out, ce.item())
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip) if finite else None
-        if finite and not torch.isfinite(grad_norm):
-            finite = False
+            losses.append(ctx.all_reduce(ce.item()) / ctx.world)
+            acc["tokens"] += batch[:, :-1].numel() * ctx.world
+            accumulate(acc, out, losses[-1])
+        finalize_expert_grads(self.model, ctx)
+        grad_norm = clip_grad_norm(self.model, t.grad_clip, ctx)
+        # Every rank must agree to step or skip: all see the same global norm and loss flags.
+        finite = ctx.all_reduce(float(finite and bool(torch.isfinite(grad_norm))), op=dist.ReduceOp.MIN) > 0
         if finite:
             self.optimizer.step()
             acc["grad_norm"] = float(grad_norm)
         self.optimizer.zero_grad(set_to_none=True)
         acc["lr"] = lrs
-        acc["phase"] = "anneal" if anneal else self.schedule.phase(step)
-        return finite, (sum(losses) / len(losses)) if losses else float("nan")
+        acc["phase"] = self.schedule.phase(step)
+        return finite, sum(losses) / len(losses)
 
     # ----- the loop ------------------------------------------------------------------------
     def run(self) -> TrainResult:
         """Train to `train.steps` (resuming when possible); Ctrl-C saves and stops cleanly."""
-        t, cfg = self.cfg.train, self.cfg
-        (self.run_dir / "config.toml").write_text(cfg.to_toml())
+        with fail_clearly(self.ctx, lambda: latest_checkpoint(self.run_dir)):
+            return self._run()
+
+    def _run(self) -> TrainResult:
+        t, cfg, main = self.cfg.train, self.cfg, self.ctx.is_main
+        if main:
+            (self.run_dir / "config.toml").write_text(cfg.to_toml())
         step, tokens, bad_streak = self._resume()
-        self.console.print(f"run folder {self.run_dir} | model {_describe(self.model)} | "
-                           f"{self.tokens_per_step:,} tokens/step x {t.steps} steps | device {self.device}")
-        peak = measure_peak_flops(self.device)
+        p = count_params(self.model_cfg)
+        self.console.print(
+            f"run folder {self.run_dir} | model {human(p.total)} params ({human(p.active)} active) | "
+            f"{self.tokens_per_step:,} tokens/step x {t.steps} steps | {self.ctx.world} x {self.device}"
+            + (f", expert parallel {self.ctx.ep_size}" if self.ctx.ep_size > 1 else ""))
+        peak = measure_peak_flops(self.device) * self.ctx.world
         if step == 0:
-            self.log.write({"step": 0, "tokens": 0, "val_loss": self.evaluate()})
-        progress = TrainProgress(t.steps, step)
-        acc, interval_start, interrupted = _new_acc(), time.perf_counter(), False
+            val = self.evaluate()
+            if main:
+                self.log.write({"step": 0, "tokens": 0, "val_loss": val})
+        progress = TrainProgress(t.steps, step) if main else None
+        acc, interval_start, interrupted = new_acc(), time.perf_counter(), False
         try:
             while step < t.steps:
                 applied, loss = self._step(step, acc)
@@ -182,112 +224,56 @@ class Trainer:
                 tokens += self.tokens_per_step
                 if not applied:
                     bad_streak += 1
-                    self.log.write({"step": step, "tokens": tokens, "skipped": True, "loss": loss})
-                    progress.print(f"step {step}: non-finite loss or gradient, step skipped ({bad_streak} in a row)")
-                    if bad_streak >= t.max_bad_steps:
-                        last = latest_checkpoint(self.run_dir)
-                        raise TrainingDiverged(
-                            f"loss was non-finite for {bad_streak} steps in a row (last at step {step}); "
-                            f"the last good checkpoint is {last or 'none'}; lower train.lr or check the data")
+                    self._note_skip(step, tokens, loss, bad_streak, progress)
                     continue
                 bad_streak = 0
+                if main and (step % t.log_every == 0 or step == t.steps):
+                    rec = record(step, tokens, acc, time.perf_counter() - interval_start, self.flops_per_token, peak)
+                    self.log.write(rec)
+                    progress.update(step, rec["loss"], rec["tokens_per_s"])
                 if step % t.log_every == 0 or step == t.steps:
-                    elapsed = time.perf_counter() - interval_start
-                    record = _record(step, tokens, acc, elapsed, self.flops_per_token, peak)
-                    self.log.write(record)
-                    progress.update(step, record["loss"], record["tokens_per_s"])
-                    acc, interval_start = _new_acc(), time.perf_counter()
+                    acc, interval_start = new_acc(), time.perf_counter()
                 if step % t.eval_every == 0 or step == t.steps:
-                    self.log.write({"step": step, "tokens": tokens, "val_loss": self.evaluate()})
-                    write_plots(self.log.read(), self.run_dir)
+                    val = self.evaluate()
+                    if main:
+                        self.log.write({"step": step, "tokens": tokens, "val_loss": val})
+                        write_plots(self.log.read(), self.run_dir)
                 if step % t.save_every == 0 or step == t.steps:
                     self._save(step, tokens, bad_streak)
                 if step % t.eval_every == 0 or step % t.save_every == 0:
                     interval_start = time.perf_counter()  # keep eval/save time out of tokens/s
         except KeyboardInterrupt:
             interrupted = True
-            progress.close()
-            if bad_streak == 0 and step > 0:
+            if progress:
+                progress.close()
+            # A collective save needs every rank in step; under torchrun rely on save_every.
+            if bad_streak == 0 and step > 0 and not self.ctx.distributed:
                 path = self._save(step, tokens, bad_streak)
                 self.console.print(f"interrupted at step {step}: saved {path}; rerun the same command to resume")
             else:
                 self.console.print(f"interrupted at step {step}; the last checkpoint is kept")
         finally:
-            progress.close()
-        summary = self._summary(step, interrupted)
+            if progress:
+                progress.close()
+        summary = self._summary(step, interrupted) if main else {}
         return TrainResult(self.run_dir, step, interrupted, summary)
+
+    def _note_skip(self, step: int, tokens: int, loss: float, bad_streak: int, progress) -> None:
+        if self.ctx.is_main:
+            self.log.write({"step": step, "tokens": tokens, "skipped": True, "loss": loss})
+            progress.print(f"step {step}: non-finite loss or gradient, step skipped ({bad_streak} in a row)")
+        if bad_streak >= self.cfg.train.max_bad_steps:
+            last = latest_checkpoint(self.run_dir)
+            raise TrainingDiverged(
+                f"loss was non-finite for {bad_streak} steps in a row (last at step {step}); "
+                f"the last good checkpoint is {last or 'none'}; lower train.lr or check the data")
 
     def _summary(self, step: int, interrupted: bool) -> dict:
         records = self.log.read()
         plots = write_plots(records, self.run_dir)
         summary = summarize(records, self.cfg.train.steps)
-        summary.update(steps=step, interrupted=interrupted, plots=[str(p) for p in plots],
-                       model=_describe(self.model))
+        p = count_params(self.model_cfg)
+        summary.update(steps=step, interrupted=interrupted, plots=[str(x) for x in plots],
+                       model=f"{human(p.total)} params ({human(p.active)} active)")
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
-
-
-def _describe(model: HunyuanForCausalLM) -> str:
-    from ..accounting import count_params
-    from ..report import human
-
-    p = count_params(model.config)
-    return f"{human(p.total)} params ({human(p.active)} active)"
-
-
-def _new_acc() -> dict:
-    return {"ce": [], "aux": [], "z": [], "load": None, "chosen": None, "dropped": 0, "recycled": 0, "choices": 0, "tokens": 0}
-
-
-def _accumulate_stats(acc: dict, out, ce: float) -> None:
-    acc["ce"].append(ce)
-    stats = out.router_stats
-    if not stats:
-        return
-    acc["aux"].append(out.aux_loss.item())
-    acc["z"].append(out.z_loss.item())
-    load = torch.stack([s.tokens_per_expert for s in stats]).float().cpu()  # (layers, E)
-    chosen = torch.stack([s.chosen_per_expert for s in stats]).float().cpu()
-    acc["load"] = load if acc["load"] is None else acc["load"] + load
-    acc["chosen"] = chosen if acc["chosen"] is None else acc["chosen"] + chosen
-    acc["dropped"] += int(sum(s.dropped for s in stats))
-    acc["recycled"] += int(sum(s.recycled for s in stats))
-    acc["choices"] += int(sum(s.chosen_per_expert.sum() for s in stats))
-
-
-def _record(step: int, tokens: int, acc: dict, elapsed: float, flops_tok: float, peak: float) -> dict:
-    """One metrics.jsonl line for the steps since the last one."""
-    tps = acc["tokens"] / elapsed
-    record = {"step": step, "tokens": tokens, "loss": sum(acc["ce"]) / len(acc["ce"]), "lr": acc["lr"],
-              "grad_norm": acc.get("grad_norm"), "phase": acc["phase"], "tokens_per_s": tps,
-              "mfu": tps * flops_tok / peak}
-    if acc["aux"]:
-        record["aux_loss"] = sum(acc["aux"]) / len(acc["aux"])
-        record["z_loss"] = sum(acc["z"]) / len(acc["z"])
-        load = acc["load"]
-        record["expert_load"] = (load / load.sum(1, keepdim=True)).tolist()  # (layers, E) after capacity
-        chosen = acc["chosen"]
-        record["router_load"] = (chosen / chosen.sum(1, keepdim=True)).tolist()  # the router's own choices
-        record["dropped_frac"] = acc["dropped"] / acc["choices"]
-        record["recycled_frac"] = acc["recycled"] / acc["choices"]
-    return record
-
-
-def summarize(records: list[dict], total_steps: int) -> dict:
-    """Start/end validation loss, speed, MFU, expert balance and routing fractions of a run."""
-    val = [r for r in records if r.get("val_loss") is not None]
-    train = [r for r in records if "tokens_per_s" in r]
-    out: dict = {"total_steps": total_steps}
-    if val:
-        out.update(val_loss_start=val[0]["val_loss"], val_loss_end=val[-1]["val_loss"])
-    if train:
-        mid = sorted(r["tokens_per_s"] for r in train)[len(train) // 2]
-        out.update(tokens=train[-1]["tokens"], tokens_per_s=mid,
-                   mfu=sorted(r["mfu"] for r in train)[len(train) // 2], final_loss=train[-1]["loss"])
-        loads = [r["expert_load"] for r in train if "expert_load" in r]
-        if loads:
-            last = torch.tensor(loads[-max(1, len(loads) // 10):]).mean(0)  # (layers, E), last 10%
-            out["expert_load_max_over_mean"] = float((last.max(1).values * last.shape[1]).mean())
-            out["dropped_frac"] = sum(r["dropped_frac"] for r in train if "dropped_frac" in r) / len(loads)
-            out["recycled_frac"] = sum(r["recycled_frac"] for r in train if "recycled_frac" in r) / len(loads)
-    return out

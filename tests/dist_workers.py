@@ -1,0 +1,108 @@
+"""Worker functions for the 2-process gloo tests (importable by spawned processes)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import traceback
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+
+def setup(rank: int, world: int, port: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+
+
+def run_guarded(rank: int, world: int, port: int, out: str, fn, *args) -> None:
+    """Run fn, write its result (or the traceback) to out/rank{rank}.pt."""
+    setup(rank, world, port)
+    try:
+        result = fn(rank, world, *args)
+    except Exception:  # reported to the test, which fails with it
+        result = {"error": traceback.format_exc()}
+    torch.save(result, os.path.join(out, f"rank{rank}.pt"))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _batch(world: int, rank: int, b: int = 2, t: int = 10):
+    ids = torch.randint(0, 256, (world * b, t + 1), generator=torch.Generator().manual_seed(11))
+    return ids, ids[rank * b : (rank + 1) * b]
+
+
+def expert_parallel_matches_one_process(rank: int, world: int) -> dict:
+    """EP over all ranks (no FSDP): outputs and gradients equal one process on the whole batch."""
+    from hunyuan_large.train.config import ParallelSection
+    from hunyuan_large.train.distributed import expert_parameters, finalize_expert_grads, init_distributed, shard_experts
+    from tests.conftest import make_model
+
+    ctx = init_distributed(ParallelSection(ep=world), "cpu")
+    full = make_model(seed=3).train()
+    ids, mine = _batch(world, rank)
+    ref_losses = []
+    for r in range(world):
+        part = ids[r * 2 : (r + 1) * 2]
+        logits = full(part[:, :-1]).logits
+        ref_losses.append(F.cross_entropy(logits.flatten(0, 1), part[:, 1:].flatten()))
+    (sum(ref_losses) / world).backward()
+
+    ep_model = copy.deepcopy(full)
+    ep_model.zero_grad(set_to_none=True)
+    shard_experts(ep_model, ctx)
+    logits = ep_model(mine[:, :-1]).logits
+    F.cross_entropy(logits.flatten(0, 1), mine[:, 1:].flatten()).backward()
+    finalize_expert_grads(ep_model, ctx)
+    experts = {id(p) for p in expert_parameters(ep_model)}
+    with torch.no_grad():
+        want_logits = full(mine[:, :-1]).logits
+    worst_grad = 0.0
+    for (name, p), (_, q) in zip(ep_model.named_parameters(), full.named_parameters()):
+        if id(p) in experts:
+            local = p.grad.to_local()
+            n = local.shape[0]
+            diff = (local - q.grad[rank * n : (rank + 1) * n]).abs().max()
+        else:
+            g = p.grad.clone()
+            dist.all_reduce(g)
+            diff = (g / world - q.grad).abs().max()
+        worst_grad = max(worst_grad, float(diff))
+    return {"logits": float((logits - want_logits).abs().max()), "grad": worst_grad}
+
+
+def routing_per_rank_equals_one_process(rank: int, world: int) -> dict:
+    """FSDP + EP with recycle routing: each rank routes exactly as one process on its micro-batch."""
+    from hunyuan_large.train.config import ParallelSection
+    from hunyuan_large.train.distributed import init_distributed, parallelize
+    from tests.conftest import make_model
+
+    ctx = init_distributed(ParallelSection(ep=world), "cpu")
+    model = make_model(seed=4, capacity_factor=0.75)
+    model.config.set_routing_policy("recycle")
+    model.train()
+    alone = copy.deepcopy(model)
+    parallelize(model, ctx)
+    _, mine = _batch(world, rank, b=3)
+    model.set_routing_seed(100 + rank)
+    alone.set_routing_seed(100 + rank)
+    out = model(mine[:, :-1], output_routing=True)
+    want = alone(mine[:, :-1], output_routing=True)
+    same = all(torch.equal(a.expert, b.expert) and torch.equal(a.slot, b.slot) and torch.allclose(a.weight, b.weight)
+               for a, b in zip(out.routing, want.routing))
+    recycled = int(sum(r.recycled.sum() for r in out.routing))
+    return {"same": same, "recycled": recycled, "logits": float((out.logits - want.logits).abs().max())}
+
+
+def config_mismatch(rank: int, world: int) -> dict:
+    from hunyuan_large.train.config import ParallelSection
+    from hunyuan_large.train.distributed import check_same_config, init_distributed
+
+    ctx = init_distributed(ParallelSection(), "cpu")
+    try:
+        check_same_config(ctx, "lr = 1" if rank == 0 else "lr = 2")
+    except Exception as e:  # the error each rank raises
+        return {"message": str(e)}
+    return {"message": ""}
