@@ -34,14 +34,16 @@ def _batch(world: int, rank: int, b: int = 2, t: int = 10):
     return ids, ids[rank * b : (rank + 1) * b]
 
 
-def expert_parallel_matches_one_process(rank: int, world: int) -> dict:
-    """EP over all ranks (no FSDP): outputs and gradients equal one process on the whole batch."""
+def expert_parallel_matches_one_process(rank: int, world: int, ep: int) -> dict:
+    """FSDP2 + EP: outputs and (full) gradients equal one process on the whole global batch."""
+    from torch.distributed.tensor import DTensor
+
     from hunyuan_large.train.config import ParallelSection
-    from hunyuan_large.train.distributed import expert_parameters, finalize_expert_grads, init_distributed, shard_experts
+    from hunyuan_large.train.distributed import finalize_expert_grads, init_distributed, parallelize
     from tests.conftest import make_model
 
-    ctx = init_distributed(ParallelSection(ep=world), "cpu")
-    full = make_model(seed=3).train()
+    ctx = init_distributed(ParallelSection(ep=ep), "cpu")
+    full = make_model(seed=3, num_experts=4).train()
     ids, mine = _batch(world, rank)
     ref_losses = []
     for r in range(world):
@@ -50,27 +52,19 @@ def expert_parallel_matches_one_process(rank: int, world: int) -> dict:
         ref_losses.append(F.cross_entropy(logits.flatten(0, 1), part[:, 1:].flatten()))
     (sum(ref_losses) / world).backward()
 
-    ep_model = copy.deepcopy(full)
-    ep_model.zero_grad(set_to_none=True)
-    shard_experts(ep_model, ctx)
-    logits = ep_model(mine[:, :-1]).logits
+    model = copy.deepcopy(full)
+    model.zero_grad(set_to_none=True)
+    parallelize(model, ctx)
+    logits = model(mine[:, :-1]).logits
     F.cross_entropy(logits.flatten(0, 1), mine[:, 1:].flatten()).backward()
-    finalize_expert_grads(ep_model, ctx)
-    experts = {id(p) for p in expert_parameters(ep_model)}
+    finalize_expert_grads(model, ctx)
     with torch.no_grad():
         want_logits = full(mine[:, :-1]).logits
-    worst_grad = 0.0
-    for (name, p), (_, q) in zip(ep_model.named_parameters(), full.named_parameters()):
-        if id(p) in experts:
-            local = p.grad.to_local()
-            n = local.shape[0]
-            diff = (local - q.grad[rank * n : (rank + 1) * n]).abs().max()
-        else:
-            g = p.grad.clone()
-            dist.all_reduce(g)
-            diff = (g / world - q.grad).abs().max()
-        worst_grad = max(worst_grad, float(diff))
-    return {"logits": float((logits - want_logits).abs().max()), "grad": worst_grad}
+    worst = 0.0
+    for (name, p), (_, q) in zip(model.named_parameters(), full.named_parameters()):
+        g = p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad
+        worst = max(worst, float((g - q.grad).abs().max()))
+    return {"logits": float((logits - want_logits).abs().max()), "grad": worst}
 
 
 def routing_per_rank_equals_one_process(rank: int, world: int) -> dict:

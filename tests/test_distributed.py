@@ -30,16 +30,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(fn, tmp_path: Path) -> list[dict]:
-    mp.spawn(dist_workers.run_guarded, args=(WORLD, free_port(), str(tmp_path), fn), nprocs=WORLD, join=True)
-    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+def spawn(fn, tmp_path: Path, *args, world: int = WORLD) -> list[dict]:
+    mp.spawn(dist_workers.run_guarded, args=(world, free_port(), str(tmp_path), fn, *args), nprocs=world, join=True)
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
     for r in results:
         assert "error" not in r, r.get("error")
     return results
 
 
-def test_distributed_expert_parallel_equals_one_process(tmp_path):
-    for r in spawn(dist_workers.expert_parallel_matches_one_process, tmp_path):
+@pytest.mark.parametrize("world, ep", [(2, 2), (2, 1), (4, 2)])
+def test_distributed_expert_parallel_equals_one_process(tmp_path, world, ep):
+    # (4, 2): experts sharded over ep and, by FSDP, over the other mesh dimension too.
+    for r in spawn(dist_workers.expert_parallel_matches_one_process, tmp_path, ep, world=world):
         assert r["logits"] <= 1e-5 and r["grad"] <= 1e-5
 
 

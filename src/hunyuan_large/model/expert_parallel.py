@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_nn
+import torch.distributed._functional_collectives as funcol
 
 
 @dataclass
@@ -55,9 +55,8 @@ def dispatch_to_experts(x: torch.Tensor, counts: torch.Tensor, experts_forward, 
     recv_counts = exchange_counts(counts, ep)  # (ep, El)
     send_splits = counts.view(ep.size, -1).sum(1).tolist()
     recv_splits = recv_counts.sum(1).tolist()
-    received = dist_nn.all_to_all_single(
-        x.new_empty(sum(recv_splits), x.shape[1]), x, recv_splits, send_splits, group=ep.group)
+    received = funcol.all_to_all_single_autograd(x, recv_splits, send_splits, ep.group)
     order = expert_major_order(recv_counts)
     y = experts_forward(received[order], recv_counts.sum(0).tolist())
     y = torch.empty_like(y).index_copy(0, order, y)  # back to peer-major
-    return dist_nn.all_to_all_single(x.new_empty(x.shape), y, send_splits, recv_splits, group=ep.group)
+    return funcol.all_to_all_single_autograd(y, send_splits, recv_splits, ep.group)

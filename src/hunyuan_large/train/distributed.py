@@ -5,8 +5,9 @@ Layout for W ranks and expert-parallel degree ep (dividing W and E):
   exchange tokens; ranks of one `edp` column hold the same experts;
 - non-expert parameters are sharded with FSDP2 (`fully_shard`) over all W ranks;
 - expert parameters are DTensors sharded on dim 0 over `ep` (so checkpoints know their global
-  shape) and replicated over `edp`; their gradients are summed over `edp` and divided by W, which
-  equals the mean over all ranks' micro-batch losses, like FSDP's averaged gradients.
+  shape), and FSDP2 shards them further over `edp` (the FSDP + TP composition). FSDP averages
+  their gradients over `edp`; each expert's gradient also sums the ep ranks' micro-batch losses,
+  so dividing by ep gives the mean over all W ranks, as for every other parameter.
 Each rank routes its own micro-batch (capacity, drop, recycle) before dispatch, as one process
 would for that micro-batch; expert parallelism only moves tokens.
 """
@@ -17,6 +18,7 @@ import contextlib
 import hashlib
 import os
 import signal
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -56,10 +58,6 @@ class DistContext:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-    @property
-    def edp_size(self) -> int:
-        return self.world // self.ep_size
 
     def barrier(self) -> None:
         if self.distributed:
@@ -130,48 +128,41 @@ def shard_experts(model: nn.Module, ctx: DistContext) -> None:
 
 
 def parallelize(model: nn.Module, ctx: DistContext) -> None:
-    """Expert parallelism (ep > 1), then FSDP2 per decoder layer and at the root."""
+    """Expert parallelism (ep > 1), then FSDP2: experts over edp, layers and root over all ranks."""
     if not ctx.distributed:
         return
+    # Decoder layers hand their K/V views to the next layer; nothing writes into them in place.
+    warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
     if ctx.ep_size > 1:
         shard_experts(model, ctx)
-    ignored = set(expert_parameters(model)) if ctx.ep_size > 1 else None
+        for m in model.modules():
+            if isinstance(m, RoutedExperts):
+                fully_shard(m, mesh=ctx.ep_mesh["edp"])
     for layer in model.model.layers:
-        fully_shard(layer, mesh=ctx.dp_mesh, ignored_params=ignored)
-    fully_shard(model, mesh=ctx.dp_mesh, ignored_params=ignored)
+        fully_shard(layer, mesh=ctx.dp_mesh)
+    fully_shard(model, mesh=ctx.dp_mesh)
 
 
 def finalize_expert_grads(model: nn.Module, ctx: DistContext) -> None:
-    """Expert-parallel gradients: sum over the ranks holding the same experts, divide by W."""
+    """Expert-parallel gradients: from a sum over the ep ranks' losses to the mean over all ranks."""
     if not ctx.distributed or ctx.ep_size == 1:
         return
-    group = ctx.ep_mesh["edp"].get_group()
     for p in expert_parameters(model):
-        if p.grad is None:
-            continue
-        g = p.grad.to_local()
-        if ctx.edp_size > 1:
-            dist.all_reduce(g, group=group)
-        g.div_(ctx.world)
+        if p.grad is not None:
+            p.grad.to_local().div_(ctx.ep_size)
 
 
 def clip_grad_norm(model: nn.Module, max_norm: float, ctx: DistContext) -> torch.Tensor:
-    """Global gradient norm over every rank's shards (experts counted once), then clip to max_norm."""
-    experts = {id(p) for p in expert_parameters(model)} if ctx.ep_size > 1 else set()
+    """Global gradient norm (every rank holds disjoint shards), then clip to max_norm."""
+    grads = [p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad
+             for p in model.parameters() if p.grad is not None]
     sq = torch.zeros((), dtype=torch.float32, device=ctx.device)
-    grads = []
-    for p in model.parameters():
-        if p.grad is None:
-            continue
-        g = p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad
-        grads.append(g)
-        part = g.detach().float().pow(2).sum()
-        sq = sq + (part / ctx.edp_size if id(p) in experts else part)
+    for g in grads:
+        sq = sq + g.detach().float().pow(2).sum()
     if ctx.distributed:
         dist.all_reduce(sq)
     norm = sq.sqrt()
-    coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
-    torch._foreach_mul_(grads, coef)
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (norm + 1e-6), max=1.0))
     return norm
 
 

@@ -10,8 +10,10 @@ so an interrupted save never leaves a torn checkpoint behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -56,6 +58,15 @@ def set_rng_state(state: dict, routing: torch.Generator | None) -> None:
         routing.set_state(state["routing"])
 
 
+@contextlib.contextmanager
+def _quiet_single_process(ctx: DistContext):
+    """DCP warns on every single-process save/load that it assumes one process; that is the intent."""
+    with warnings.catch_warnings():
+        if not ctx.distributed:
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
 def _state_dicts(model: HunyuanForCausalLM, optimizer: torch.optim.Optimizer | None) -> dict:
     sd = {"model": get_model_state_dict(model)}
     if optimizer is not None:
@@ -72,7 +83,8 @@ def save_checkpoint(run_dir: Path, step: int, model: HunyuanForCausalLM, optimiz
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     ctx.barrier()
-    dcp.save(_state_dicts(model, optimizer), checkpoint_id=tmp / "dcp", no_dist=not ctx.distributed)
+    with _quiet_single_process(ctx):
+        dcp.save(_state_dicts(model, optimizer), checkpoint_id=tmp / "dcp", no_dist=not ctx.distributed)
     torch.save(rng, tmp / f"rng-{ctx.rank}.pt")
     if ctx.is_main:
         model.config.save(tmp / "config.json")
@@ -91,7 +103,8 @@ def load_checkpoint(path: Path, model: HunyuanForCausalLM, optimizer: torch.opti
                     ctx: DistContext) -> tuple[dict, dict | None]:
     """Collective: restore model (and optimizer) in place; returns (state, this rank's RNG or None)."""
     sd = _state_dicts(model, optimizer)
-    dcp.load(sd, checkpoint_id=path / "dcp", no_dist=not ctx.distributed)
+    with _quiet_single_process(ctx):
+        dcp.load(sd, checkpoint_id=path / "dcp", no_dist=not ctx.distributed)
     set_model_state_dict(model, sd["model"])
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, sd["optim"])
