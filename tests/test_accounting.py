@@ -69,3 +69,16 @@ def test_cli_bad_preset_is_one_line_error():
     assert res.returncode == 2
     assert res.stderr.strip().startswith("error: unknown preset 'nope'")
     assert "Traceback" not in res.stderr
+
+
+def test_training_memory_estimate():
+    from hunyuan_large.accounting import training_memory_per_gpu
+
+    cfg = ModelConfig.from_preset("hunyuan-large")
+    total = count_params(cfg).total
+    one, many = training_memory_per_gpu(cfg, 64, 16), training_memory_per_gpu(cfg, 128, 16)
+    assert one.states == pytest.approx(16 * total / 64)
+    assert many.states == pytest.approx(one.states / 2) and many.gathered == one.gathered
+    # Expert parallelism shrinks the per-layer unsharded experts: ep=1 gathers all 16 of them.
+    assert training_memory_per_gpu(cfg, 64, 1).gathered > 5 * one.gathered
+    assert one.total(1024) == pytest.approx(one.states + one.gathered + 1024 * one.activations_per_token)

@@ -147,3 +147,35 @@ def summary(cfg: ModelConfig, seq_len: int = 4096) -> dict:
         "forward_flops_per_token": flops_per_token(cfg, seq_len, training=False),
         "paper_flops_per_token": paper_compute(counted.active, 1.0),
     }
+
+
+@dataclass
+class TrainingMemory:
+    """Bytes per GPU of one training rank under FSDP2 + expert parallelism (see docs/distributed.md)."""
+
+    states: float  # fp32 master weights, fp32 gradients, Adam's two moments: 16 B/param, sharded over W
+    gathered: float  # bf16 copies of the two decoder layers FSDP holds unsharded (current + prefetch)
+    activations_per_token: float  # bf16 tensors kept for the backward, all layers, per local token
+
+    def total(self, tokens_per_rank: int) -> float:
+        return self.states + self.gathered + self.activations_per_token * tokens_per_rank
+
+
+def training_memory_per_gpu(cfg: ModelConfig, world: int, ep: int = 1) -> TrainingMemory:
+    """Memory estimate for pre-training `cfg` on `world` ranks with expert-parallel degree `ep`.
+
+    Every parameter is sharded over all ranks (non-experts by FSDP over W; experts over ep and, by
+    FSDP, over W/ep). Activations count the tensors autograd saves in one decoder layer (inputs of
+    norms and projections, attention output, the shared and k routed experts' hidden states), in
+    bf16, without activation checkpointing.
+    """
+    p = closed_form_params(cfg)
+    L, D, d = cfg.num_hidden_layers, cfg.hidden_size, cfg.head_dim
+    states = 16 * p.total / world
+    layer_dense = (p.attention + p.router + p.shared + p.norms) / L
+    layer_experts = p.routed / L / ep
+    gathered = 2 * BF16_BYTES * (layer_dense + layer_experts)
+    k = cfg.moe_topk if cfg.is_moe else 0
+    shared = cfg.shared_intermediate_size if cfg.has_shared_expert else (0 if cfg.is_moe else cfg.intermediate_size)
+    per_layer = 8 * D + 2 * cfg.num_key_value_heads * d + 3 * shared + k * (4 * cfg.intermediate_size + 2 * D)
+    return TrainingMemory(states=states, gathered=gathered, activations_per_token=BF16_BYTES * L * per_layer)
