@@ -260,6 +260,11 @@ class ModelConfig:
 
 _OURS = {"moe_min_capacity"}
 
+
+def padded_vocab(size: int, multiple: int = 64) -> int:
+    """Embedding rows for a tokenizer of `size` ids, rounded up (as the release pads 128166 to 129024)."""
+    return -(-size // multiple) * multiple
+
 _SMALL_ROPE = {"alpha": 1.0, "factor": 1.0, "type": "dynamic"}  # plain RoPE via the release's fp32 path
 
 PRESETS: dict[str, ModelConfig] = {

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from ..accounting import count_params, flops_per_token
+from ..config import padded_vocab
 from ..errors import UserError
 from ..model import HunyuanForCausalLM
 from ..report import human
@@ -76,9 +77,7 @@ class Trainer:
         self.val_batches = make_validation(cfg, val_streams)
 
         torch.manual_seed(t.seed)
-        # Embedding rows padded to a multiple of 64 (as the release pads 128166 to 129024): faster GEMMs.
-        vocab = -(-self.tokenizer.vocab_size // 64) * 64
-        self.model_cfg = cfg.model_config(vocab, self.tokenizer.pad_id)
+        self.model_cfg = cfg.model_config(padded_vocab(self.tokenizer.vocab_size), self.tokenizer.pad_id)
         if cfg.model.init_from:
             model = HunyuanForCausalLM.from_pretrained(cfg.model.init_from, device="cpu")
             model.config = self.model_cfg = cfg.model_config(model.config.vocab_size, model.config.pad_token_id)
