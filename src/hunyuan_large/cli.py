@@ -7,6 +7,8 @@ import json
 import sys
 
 from .errors import UserError
+from .infer.commands import register as register_inference_commands
+from .scaling.commands import register as register_scaling_commands
 
 
 def _model_config(args: argparse.Namespace):
@@ -76,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="a checkpoint folder name (default: the newest)")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="weights dtype")
     p.set_defaults(func=cmd_export)
+
+    register_inference_commands(sub)  # generate, chat, serve
+    register_scaling_commands(sub)  # scaling plan, run, fit
     return parser
 
 

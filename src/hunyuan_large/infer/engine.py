@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ..accounting import kv_cache_bytes_per_token
 from ..checkpoint import load_pretrained
 from ..errors import UserError
 from ..model import HunyuanForCausalLM
@@ -27,6 +28,7 @@ from ..tokenizer import VOCAB_FILE, HunyuanTokenizer
 from .kv_cache import KVCache
 from .sampling import SamplingParams, load_generation_defaults, sample, top_logprobs
 from .text_stream import TextStream
+from .weight_layout import use_column_major_weights
 
 
 @dataclass
@@ -101,6 +103,7 @@ class _Sequence:
         self.aborted = False
 
     def seen_ids(self) -> torch.Tensor | None:
+        """Prompt + output ids so far (only kept for a repetition penalty)."""
         return None if self.seen is None else self.seen[: len(self.prompt) + len(self.output)]
 
     def append(self, token: int) -> str | None:
@@ -118,7 +121,11 @@ class _Sequence:
 
 
 class Engine:
-    """Generates for many requests at once from one model and one preallocated KV cache."""
+    """Generates for many requests at once from one model and one preallocated KV cache.
+
+    The engine owns the model: it puts it in eval mode and, on CPU, stores its weights column-major
+    (weight_layout.py).
+    """
 
     def __init__(self, model: HunyuanForCausalLM, tokenizer: HunyuanTokenizer | None = None,
                  defaults: SamplingParams | None = None, config: EngineConfig | None = None):
@@ -132,6 +139,8 @@ class Engine:
                             f"{cfg.vocab_size} embedding rows")
         weight = model.model.embed_tokens.weight
         self.device, self.dtype = weight.device, weight.dtype
+        if self.device.type == "cpu":
+            use_column_major_weights(model)  # faster decode GEMVs on CPU; same values
         max_len = config.max_len or default_max_len(model, config.max_batch, config.cache_memory)
         self.cache = KVCache(cfg, config.max_batch, max_len, self.dtype, self.device)
         self.waiting: deque[_Sequence] = deque()
@@ -154,8 +163,9 @@ class Engine:
 
     # ----- prompts -------------------------------------------------------------------------------
     def require_tokenizer(self) -> HunyuanTokenizer:
+        """The tokenizer, or a UserError saying the model folder has none."""
         if self.tokenizer is None:
-            raise UserError("this model folder has no tokenizer (hy.tiktoken); give token ids instead of text")
+            raise UserError("this model folder has no tokenizer (hy.tiktoken), which text prompts and chat need")
         return self.tokenizer
 
     def encode_prompt(self, text: str) -> list[int]:
@@ -205,6 +215,7 @@ class Engine:
                 seq.aborted = True
 
     def has_unfinished(self) -> bool:
+        """Whether any request is waiting or running."""
         return bool(self.waiting or self.running)
 
     # ----- one scheduling round ----------------------------------------------------------------
@@ -303,8 +314,9 @@ class Engine:
         """Run prompts (texts or id lists) to completion; results in prompt order."""
         results = {}
         for p in prompts:
-            rid = self.add_request(p, params)
-            results[rid] = Result(rid, list(self.waiting[-1].prompt))
+            ids = self.encode_prompt(p) if isinstance(p, str) else list(p)
+            rid = self.add_request(ids, params)
+            results[rid] = Result(rid, ids)
         while self.has_unfinished():
             for out in self.step():
                 r = results[out.request_id]
@@ -347,7 +359,7 @@ def default_max_len(model: HunyuanForCausalLM, max_batch: int, budget: int | Non
     cfg = model.config
     weight = model.model.embed_tokens.weight
     budget = budget if budget is not None else default_cache_budget(weight.device)
-    per_seq_token = KVCache.bytes_per_token_for(cfg, weight.dtype) * max_batch
+    per_seq_token = kv_cache_bytes_per_token(cfg, weight.element_size())["as_built"] * max_batch
     max_len = min(cfg.max_position_embeddings, budget // per_seq_token)
     if max_len < 2:
         raise UserError(f"a KV cache budget of {budget} bytes does not fit {max_batch} sequences "

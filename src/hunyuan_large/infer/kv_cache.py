@@ -39,16 +39,11 @@ class KVCache:
         self.owner_index = {layer: j for j, layer in enumerate(owners)}  # layer -> buffer index
         self.max_batch, self.max_len = max_batch, max_len
         shape = (len(owners), max_batch, cfg.num_key_value_heads, max_len, cfg.head_dim)  # (O, N, Hkv, L, d)
-        # torch.empty maps pages lazily on CPU: memory is committed as sequences grow.
-        self.k = torch.empty(shape, dtype=dtype, device=device)
-        self.v = torch.empty(shape, dtype=dtype, device=device)
+        # Zeroed, not empty: a decode step over rows of different lengths reads (and masks) the
+        # positions past a shorter row's end, and masking cannot undo NaN/Inf left in fresh memory.
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.lengths = [0] * max_batch  # tokens cached per slot
-
-    @staticmethod
-    def bytes_per_token_for(cfg: ModelConfig, dtype: torch.dtype) -> int:
-        """2 * Hkv * d * owner layers * dtype bytes: what one cached token costs."""
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        return 2 * cfg.num_key_value_heads * cfg.head_dim * cfg.num_kv_owner_layers * itemsize
 
     def bytes_per_token(self) -> int:
         """Bytes per cached token, measured from the allocated buffers."""
@@ -57,6 +52,7 @@ class KVCache:
 
     @property
     def nbytes(self) -> int:
+        """Bytes of all K and V buffers."""
         return self.k.numel() * self.k.element_size() * 2
 
     def batch(self, start: int, lengths: list[int], new_tokens: int) -> "CacheBatch":
@@ -118,7 +114,7 @@ class CacheBatch:
             V[:, :, self.start : self.start + T] = v
         else:
             rows = torch.arange(k.shape[0], device=k.device)
-            K[rows, :, self.positions] = k[:, :, 0]  # (B, Hkv, d) at each row's own position
+            K[rows, :, self.positions] = k[:, :, 0]  # (B, Hkv, d), each row at its own position
             V[rows, :, self.positions] = v[:, :, 0]
         return K[:, :, : self.kv_len], V[:, :, : self.kv_len]
 

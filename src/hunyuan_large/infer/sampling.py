@@ -19,6 +19,7 @@ import torch
 from ..errors import UserError
 
 GENERATION_CONFIG = "generation_config.json"
+GREEDY_BELOW = 1e-5  # temperatures below this are greedy (dividing by them would overflow)
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ class SamplingParams:
         need(_is_number(self.top_p) and 0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p!r}")
         need(_is_number(self.repetition_penalty) and self.repetition_penalty > 0,
              f"repetition_penalty must be a number > 0, got {self.repetition_penalty!r}")
-        need(self.seed is None or _is_int(self.seed), f"seed must be an integer, got {self.seed!r}")
+        need(self.seed is None or _is_int(self.seed) and 0 <= self.seed < 2**63,
+             f"seed must be an integer in [0, 2**63), got {self.seed!r}")
         need(all(_is_int(i) and i >= 0 for i in self.stop_token_ids),
              f"stop_token_ids must be integers >= 0, got {self.stop_token_ids!r}")
         need(all(isinstance(s, str) and s for s in self.stop), f"stop must be non-empty strings, got {self.stop!r}")
@@ -57,7 +59,8 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        """Temperature ~0 (below 1e-5, as vLLM): always the most likely token."""
+        return self.temperature < GREEDY_BELOW
 
     def replace(self, **changes) -> "SamplingParams":
         """A validated copy with some fields changed."""
@@ -127,6 +130,8 @@ def sample(logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor | No
         # Drop a token once the more likely ones before it already reach top_p (keeps >= 1).
         drop = (probs.cumsum(-1) - probs) >= params.top_p
         logits = logits.masked_fill(drop, float("-inf"))
+    # Extreme penalties can overflow a logit to inf; keep the draw defined (inf -> the largest float).
+    logits = logits.nan_to_num(nan=float("-inf"), posinf=torch.finfo(logits.dtype).max)
     choice = int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
     return choice if ids is None else int(ids[choice])
 

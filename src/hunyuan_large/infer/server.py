@@ -1,0 +1,199 @@
+"""The OpenAI-compatible HTTP server: FastAPI routes over an AsyncEngine, run by uvicorn.
+
+Routes: POST /v1/completions, POST /v1/chat/completions (both optionally streamed as Server-Sent
+Events ending with `data: [DONE]`), GET /v1/models, GET /health. With an API key every /v1 route
+needs `Authorization: Bearer KEY`. Every bad request is answered with OpenAI's error JSON and a
+4xx status; a client that goes away (mid-stream or while waiting) has its request aborted, which
+frees its cache slot before the engine's next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import UserError
+from .async_engine import AsyncEngine, EngineFailure
+from .engine import Engine, EngineConfig, StepOutput
+from .protocol import (APIError, ChatRequest, CompletionRequest, ResponseBuilder, check_length, parse,
+                       sampling_params)
+from .sampling import SamplingParams
+
+log = logging.getLogger(__name__)
+POLL_DISCONNECT_S = 0.5  # how often a waiting non-streamed request checks that its client is still there
+
+
+def _error(e: APIError) -> JSONResponse:
+    return JSONResponse(e.body(), status_code=e.status)
+
+
+def _sse(obj: dict | str) -> str:
+    return f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n"
+
+
+def create_app(engine: Engine, model_name: str, api_key: str | None = None) -> FastAPI:
+    """The FastAPI app serving `engine` under `model_name` (the engine thread runs while it is up)."""
+    runner = AsyncEngine(engine)
+    tokenizer = engine.require_tokenizer()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        runner.start()
+        yield
+        runner.stop()
+
+    app = FastAPI(title="hunyuan-large", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def check_api_key(request: Request, call_next):
+        if api_key and request.url.path.startswith("/v1/"):
+            given = request.headers.get("authorization", "").encode()
+            if not secrets.compare_digest(given, f"Bearer {api_key}".encode()):
+                return _error(APIError(401, "Incorrect or missing API key; send 'Authorization: Bearer KEY'.",
+                                       code="invalid_api_key"))
+        return await call_next(request)
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, e: APIError):
+        return _error(e)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException):
+        return _error(APIError(e.status_code, str(e.detail), code="not_found" if e.status_code == 404 else None))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, e: Exception):
+        log.exception("request failed")
+        return _error(APIError(500, f"internal error: {type(e).__name__}", type="server_error"))
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", **runner.load()}
+
+    @app.get("/v1/models")
+    async def models():
+        card = {"id": model_name, "object": "model", "created": 0, "owned_by": "hunyuan-large",
+                "max_model_len": engine.max_len}
+        return {"object": "list", "data": [card]}
+
+    async def body_of(request: Request, schema):
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise APIError(400, f"the request body is not valid JSON: {e}") from None
+        req = parse(schema, body)
+        if req.model != model_name:
+            raise APIError(404, f"The model '{req.model}' does not exist; this server has '{model_name}'.",
+                           param="model", code="model_not_found")
+        return req
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        req = await body_of(request, CompletionRequest)
+        if req.echo:
+            raise APIError(400, "echo is not supported", param="echo")
+        try:
+            prompt = engine.encode_prompt(req.prompt) if isinstance(req.prompt, str) else list(req.prompt)
+        except UserError as e:
+            raise APIError(400, str(e), param="prompt") from None
+        params = sampling_params(req, engine.defaults, req.max_tokens, req.logprobs)
+        return await respond(request, "cmpl", prompt, params, req, chat=False)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        req = await body_of(request, ChatRequest)
+        try:
+            prompt = engine.encode_chat([{"role": m.role, "content": m.text()} for m in req.messages])
+        except UserError as e:
+            raise APIError(400, str(e), param="messages") from None
+        max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+        logprobs = (req.top_logprobs or 0) if req.logprobs else None
+        params = sampling_params(req, engine.defaults, max_tokens, logprobs)
+        params = params if req.ignore_eos else engine.chat_params(params)
+        return await respond(request, "chatcmpl", prompt, params, req, chat=True)
+
+    async def respond(request: Request, prefix: str, prompt: list[int], params: SamplingParams, req, chat: bool):
+        check_length(len(prompt), params.max_new_tokens, engine.max_len)
+        try:
+            engine.check_prompt(prompt)
+        except UserError as e:
+            raise APIError(400, str(e), param="prompt") from None
+        request_id = f"{prefix}-{uuid.uuid4().hex}"
+        builder = ResponseBuilder(request_id, model_name, chat, tokenizer)
+        outputs = runner.submit(request_id, prompt, params)
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(stream(request_id, outputs, builder, include_usage),
+                                     media_type="text/event-stream")
+        return JSONResponse(await collect(request, request_id, outputs, builder))
+
+    async def collect(request: Request, request_id: str, outputs: asyncio.Queue, builder: ResponseBuilder) -> dict:
+        text, logprobs, finished = [], None, False
+        try:
+            while not finished:
+                try:
+                    item = await asyncio.wait_for(outputs.get(), POLL_DISCONNECT_S)
+                except asyncio.TimeoutError:
+                    if await request.is_disconnected():
+                        return {}  # nobody to answer; `finally` frees the slot
+                    continue
+                if isinstance(item, EngineFailure):
+                    raise APIError(500, item.message, type="server_error")
+                text.append(item.text)
+                if item.logprobs is not None:
+                    logprobs = (logprobs or []) + item.logprobs
+                finished = item.finished
+            return builder.full("".join(text), item.finish_reason, logprobs, item.prompt_tokens,
+                                item.completion_tokens)
+        finally:
+            if not finished:
+                runner.abort(request_id)
+
+    async def stream(request_id: str, outputs: asyncio.Queue, builder: ResponseBuilder, include_usage: bool):
+        last: StepOutput | None = None
+        try:
+            if builder.chat:
+                yield _sse(builder.chunk(None, include_usage))
+            while last is None or not last.finished:
+                item = await outputs.get()
+                if isinstance(item, EngineFailure):
+                    yield _sse(APIError(500, item.message, type="server_error").body())
+                    break
+                last = item
+                if item.text or item.finished or item.logprobs is not None:
+                    yield _sse(builder.chunk(item, include_usage))
+            if include_usage and last is not None and last.finished:
+                yield _sse(builder.usage_chunk(last.prompt_tokens, last.completion_tokens))
+            yield _sse("[DONE]")
+        finally:  # also runs when the client disconnects and the response is cancelled
+            if last is None or not last.finished:
+                runner.abort(request_id)
+
+    return app
+
+
+def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          config: EngineConfig | None = None, device: str = "auto", dtype: str | None = None,
+          model_name: str | None = None) -> None:
+    """Load a model folder and serve it over HTTP until interrupted."""
+    import uvicorn
+
+    engine = Engine.from_pretrained(model, config, device=device, dtype=dtype)
+    name = model_name or Path(model).resolve().name
+    app = create_app(engine, name, api_key)
+    cache = engine.cache
+    print(f"serving '{name}' on http://{host}:{port}/v1 ({engine.device}, {engine.dtype}, "
+          f"{torch.get_num_threads()} CPU threads, "
+          f"{cache.max_batch} slots x {cache.max_len} tokens, KV cache {cache.nbytes / 2**20:.0f} MiB, "
+          f"{'API key required' if api_key else 'no API key'})", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

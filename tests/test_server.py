@@ -1,0 +1,239 @@
+"""The OpenAI-compatible server as a real process on loopback, driven by the official `openai` client."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import hunyuan_large
+from hunyuan_large.infer import Engine, EngineConfig
+
+from .infer_helpers import make_model_folder, one_thread  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+KEY = "test-key"
+MODEL = "tiny-chat"
+MAX_BATCH = 16
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return make_model_folder(tmp_path_factory.mktemp("model"), seed=1)
+
+
+@pytest.fixture(scope="module")
+def server(folder):
+    """`hunyuan serve` in a subprocess; yields its base URL and stops it however the tests end."""
+    port = _free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(  # one thread: see one_thread
+        [str(Path(hunyuan_large.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "hunyuan_large", "serve", "--model", str(folder), "--port", str(port),
+           "--api-key", KEY, "--served-model-name", MODEL, "--max-batch", str(MAX_BATCH), "--device", "cpu"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited with {proc.returncode}: {proc.stdout.read()}")
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.time() > deadline:
+                pytest.fail("server did not come up within 90 s")
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def local(folder):
+    """The same model in this process: what the server's answers must equal."""
+    return Engine.from_pretrained(folder, EngineConfig(max_batch=1), device="cpu")
+
+
+def _local_text(engine: Engine, prompt: list[int], max_tokens: int, chat: bool) -> tuple[str, int, str]:
+    params = engine.defaults.replace(temperature=0.0, max_new_tokens=max_tokens)
+    result = engine.generate([prompt], engine.chat_params(params) if chat else params)[0]
+    return result.text, len(result.token_ids), result.finish_reason
+
+
+def test_models_and_health(server, client):
+    assert [m.id for m in client.models.list().data] == [MODEL]
+    health = httpx.get(f"{server}/health").json()  # no key needed
+    assert health["status"] == "ok"
+
+
+def test_completion(client, local):
+    out = client.completions.create(model=MODEL, prompt="Hello, world", max_tokens=8, temperature=0)
+    prompt = local.encode_prompt("Hello, world")
+    text, n, reason = _local_text(local, prompt, 8, chat=False)
+    assert out.choices[0].text == text and out.choices[0].finish_reason == reason
+    assert (out.usage.prompt_tokens, out.usage.completion_tokens) == (len(prompt), n)
+    assert out.usage.total_tokens == len(prompt) + n
+
+
+def test_chat(client, local):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How are you?"}]
+    out = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=10, temperature=0)
+    prompt = local.encode_chat(messages)
+    text, n, reason = _local_text(local, prompt, 10, chat=True)
+    assert out.choices[0].message.role == "assistant"
+    assert out.choices[0].message.content == text and out.choices[0].finish_reason == reason
+    assert (out.usage.prompt_tokens, out.usage.completion_tokens) == (len(prompt), n)
+
+
+def test_streaming_chat_with_usage(client):
+    messages = [{"role": "user", "content": "Tell me about the quick brown fox."}]
+    whole = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=12, temperature=0)
+    chunks = list(client.chat.completions.create(model=MODEL, messages=messages, max_tokens=12, temperature=0,
+                                                 stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert content == whole.choices[0].message.content
+    finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finals == [whole.choices[0].finish_reason]
+    assert not chunks[-1].choices and chunks[-1].usage.model_dump() == whole.usage.model_dump()
+    assert all(c.usage is None for c in chunks[:-1])
+
+
+def test_streaming_completion_ends_with_done(server):
+    body = {"model": MODEL, "prompt": "alpha beta", "max_tokens": 5, "temperature": 0, "stream": True}
+    with httpx.stream("POST", f"{server}/v1/completions", json=body,
+                      headers={"Authorization": f"Bearer {KEY}"}) as r:
+        lines = [line for line in r.iter_lines() if line]
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert lines[-1] == "data: [DONE]"
+    events = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+    assert all(e["object"] == "text_completion" for e in events)
+    assert events[-1]["choices"][0]["finish_reason"] in ("length", "stop")
+
+
+def test_logprobs(client, local):
+    special = set(local.tokenizer.special_ids)
+    plain = {"ignore_eos": True, "repetition_penalty": 1.0}  # greedy on the raw logits
+    chat = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=6,
+                                          temperature=0, logprobs=True, top_logprobs=2, extra_body=plain)
+    entries = chat.choices[0].logprobs.content
+    assert len(entries) == chat.usage.completion_tokens == 6
+    for e in entries:  # greedy: the chosen token is the most likely one
+        assert len(e.top_logprobs) == 2 and e.logprob <= 0
+        assert e.logprob == e.top_logprobs[0].logprob and e.token == e.top_logprobs[0].token
+        assert bytes(e.bytes).decode("utf-8", errors="replace") == e.token
+    text = bytes(b for e in entries if e.token not in special for b in e.bytes).decode("utf-8", errors="replace")
+    assert text == chat.choices[0].message.content
+    out = client.completions.create(model=MODEL, prompt="alpha", max_tokens=5, temperature=0, logprobs=1,
+                                    extra_body=plain)
+    lp = out.choices[0].logprobs
+    texts = ["" if t in special else t for t in lp.tokens]
+    assert lp.text_offset == [sum(len(t) for t in texts[:i]) for i in range(len(texts))]
+    assert all(lp.token_logprobs[i] == max(lp.top_logprobs[i].values()) for i in range(5))
+
+
+def test_auth_failure(server):
+    bad = openai.OpenAI(base_url=f"{server}/v1", api_key="wrong-key", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as e:
+        bad.models.list()
+    assert e.value.status_code == 401 and e.value.body["code"] == "invalid_api_key"
+    r = httpx.post(f"{server}/v1/completions", json={"model": MODEL, "prompt": "hi"})  # no key at all
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_bad_requests_get_openai_errors_and_the_server_survives(server, client, local):
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    r = httpx.post(f"{server}/v1/chat/completions", content=b'{"model": "tiny-chat", "messages": [', headers=headers)
+    assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
+    user = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-4", messages=user)
+    with pytest.raises(openai.BadRequestError, match="max_tokens"):
+        client.chat.completions.create(model=MODEL, messages=user, max_tokens=0)
+    with pytest.raises(openai.BadRequestError, match="maximum context length"):
+        client.completions.create(model=MODEL, prompt="hi", max_tokens=local.max_len)
+    with pytest.raises(openai.BadRequestError, match="maximum context length"):
+        client.completions.create(model=MODEL, prompt=[5] * local.max_len, max_tokens=1)
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        client.chat.completions.create(model=MODEL, messages=user, temperature="hot")
+    with pytest.raises(openai.BadRequestError, match="messages"):
+        client.chat.completions.create(model=MODEL, messages="hi")
+    with pytest.raises(openai.BadRequestError, match="role"):
+        client.chat.completions.create(model=MODEL, messages=[{"role": "robot", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError, match="top_p"):
+        client.chat.completions.create(model=MODEL, messages=user, top_p=0)
+    with pytest.raises(openai.BadRequestError, match="seed"):
+        client.chat.completions.create(model=MODEL, messages=user, seed=2**70)
+    r = httpx.post(f"{server}/v1/completions", json={"model": MODEL, "prompt": [local.max_len * 1000]},
+                   headers=headers)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+    extreme = client.completions.create(model=MODEL, prompt="hi", max_tokens=3, temperature=1.0, seed=1,
+                                        extra_body={"repetition_penalty": 1e-40, "top_k": 5})
+    assert extreme.usage.completion_tokens >= 1  # overflowing logits still give a token
+    assert httpx.get(f"{server}/health").json()["status"] == "ok"
+    assert client.completions.create(model=MODEL, prompt="hi", max_tokens=2).usage.completion_tokens >= 1
+
+
+def test_sixteen_concurrent_streaming_clients(server, local):
+    prompts = [f"Client {i} says: the quick brown fox number {i}" for i in range(16)]
+
+    def run(prompt: str) -> str:
+        c = openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0, timeout=120)
+        stream = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": prompt}],
+                                           max_tokens=16, temperature=0, stream=True)
+        return "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
+
+    with ThreadPoolExecutor(17) as pool:
+        futures = [pool.submit(run, p) for p in prompts]
+        running = []  # the engine's batch size while the clients stream
+        while not all(f.done() for f in futures):
+            running.append(httpx.get(f"{server}/health").json()["running"])
+        got = [f.result() for f in futures]
+    assert max(running) > 1  # served together, not one after another
+    for prompt, text in zip(prompts, got):
+        want, _, _ = _local_text(local, local.encode_chat([{"role": "user", "content": prompt}]), 16, chat=True)
+        assert text == want
+
+
+def test_client_disconnect_frees_its_slot(server):
+    body = {"model": MODEL, "prompt": "alpha", "max_tokens": 400, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", f"{server}/v1/completions", json=body,
+                      headers={"Authorization": f"Bearer {KEY}"}) as r:
+        lines = r.iter_lines()
+        next(line for line in lines if line.startswith("data:"))
+        assert httpx.get(f"{server}/health").json()["running"] == 1
+    deadline = time.time() + 10  # the engine notices at its next token
+    while httpx.get(f"{server}/health").json()["running"] and time.time() < deadline:
+        time.sleep(0.05)
+    assert httpx.get(f"{server}/health").json() == {"status": "ok", "running": 0, "waiting": 0}
