@@ -4,7 +4,8 @@ A step is forward + backward + AdamW on (batch, seq_len) random tokens, with the
 (cross-entropy + 0.01 * load-balancing loss). `ours` routes as training does (recycle, capacity
 1.25); the naive loop has no capacity, so `ours/dropless` is its like-for-like comparison (an
 untrained router is unbalanced, and without a capacity its experts get bigger GEMMs). MFU = FLOPs per token (accounting.py, at this
-sequence length) x tokens/s / the peak measured by benchmarks/peak.py's GEMM.
+sequence length) x tokens/s / the peak measured by benchmarks/peak.py's GEMM. Three warm-up
+steps per variant first: the allocator reaches its steady state (no page faults) after a few.
 
 Usage: python benchmarks/train_step.py [--batch 8 --seq-len 512 --repeats 5]
 """
@@ -70,9 +71,9 @@ def main() -> None:
     for layer in naive.model.layers:
         layer.mlp = NaiveBlock(layer.mlp)
     batch = torch.randint(0, cfg.vocab_size, (args.batch, args.seq_len + 1))
-    peak = measure_peak_flops(torch.device("cpu"), seconds=1.0)
+    peak = measure_peak_flops(torch.device("cpu"), seconds=2.0)
     t = time_interleaved({"ours": step_fn(ours, batch), "ours/dropless": step_fn(dropless, batch),
-                          "naive": step_fn(naive, batch)}, args.repeats)
+                          "naive": step_fn(naive, batch)}, args.repeats, warmup=3)
     tokens = args.batch * args.seq_len
     fpt = flops_per_token(cfg, args.seq_len)
     rows, result = [], {}

@@ -66,7 +66,7 @@ def test_shards_hold_every_document_with_separators_and_a_stable_split(tmp_path,
     want = {"train": [], "val": []}
     for f in sorted(src.iterdir()):
         split = "val" if in_validation(f.name, 0.25) else "train"
-        want[split] += tok.encode_document(f.read_text()) + [tok.eod_id]
+        want[split] += [tok.bos_id] + tok.encode_document(f.read_text()) + [tok.eod_id]
     for split in ("train", "val"):
         got = np.concatenate([np.fromfile(tmp_path / "out" / s["file"], dtype=np.uint32) for s in meta[split]])
         assert got.tolist() == want[split]

@@ -7,30 +7,14 @@ QK-norm) trains for a few minutes on the CPU.
 
 from __future__ import annotations
 
-import torch
+from pathlib import Path
+
 from rich.console import Console
 from rich.table import Table
 
+from .infer import Engine, EngineConfig, SamplingParams
 from .train import RunConfig, Trainer
-
-
-@torch.no_grad()
-def sample(model, tokenizer, prompt: str, max_new_tokens: int = 60, temperature: float = 0.6,
-           top_k: int = 20, seed: int = 0) -> str:
-    """A plain sampling loop (no KV cache): enough for a demo-sized model and short prompts."""
-    gen = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
-    ids = tokenizer.encode_document(prompt)
-    out: list[int] = []
-    for _ in range(max_new_tokens):
-        logits = model(torch.tensor([ids + out], device=device), logits_to_keep=1).logits[0, -1].cpu()
-        top = logits.topk(top_k)
-        probs = torch.softmax(top.values / temperature, dim=-1)
-        token = int(top.indices[torch.multinomial(probs, 1, generator=gen)])
-        if token == tokenizer.eod_id:
-            break
-        out.append(token)
-    return tokenizer.decode(out)
+from .train.export import export_run
 
 
 def run_demo(config: str | None = None, overrides: list[str] | None = None) -> None:
@@ -41,11 +25,14 @@ def run_demo(config: str | None = None, overrides: list[str] | None = None) -> N
     result = trainer.run()
     if result.interrupted:
         return
-    model = trainer.model.eval()
-    for i, prompt in enumerate(cfg.train.sample_prompts):
-        text = sample(model, trainer.tokenizer, prompt, seed=i)
+    model_dir = export_run(result.run_dir, Path(result.run_dir) / "model")
+    engine = Engine(trainer.model, trainer.tokenizer, config=EngineConfig(max_batch=4, max_len=512))
+    prompts = [engine.encode_prompt(p) for p in cfg.train.sample_prompts]  # <|startoftext|> + text
+    stop = (trainer.tokenizer.eod_id,)
+    params = SamplingParams(temperature=0.6, top_k=20, max_new_tokens=60, seed=0, stop_token_ids=stop)
+    for i, (prompt, out) in enumerate(zip(cfg.train.sample_prompts, engine.generate(prompts, params))):
         console.rule(f"sample {i + 1}")
-        console.print(prompt + text, markup=False, highlight=False)
+        console.print(prompt + trainer.tokenizer.decode(out.token_ids), markup=False, highlight=False)
     s = result.summary
     table = Table(title="demo summary", show_header=False)
     table.add_row("model", s["model"])
@@ -56,4 +43,5 @@ def run_demo(config: str | None = None, overrides: list[str] | None = None) -> N
     table.add_row("expert load, max / mean", f"{s['expert_load_max_over_mean']:.2f}")
     table.add_row("token-choices recycled / dropped", f"{s['recycled_frac']:.1%} / {s['dropped_frac']:.1%}")
     table.add_row("plots", ", ".join(s["plots"]))
+    table.add_row("model folder (HF layout + tokenizer)", f"{model_dir}  (try: hunyuan generate --model {model_dir} ...)")
     console.print(table)

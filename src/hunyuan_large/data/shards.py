@@ -1,7 +1,8 @@
 """Tokenize documents in worker processes into uint32 shards on disk, with a validation split.
 
 Layout of a category folder: `train-00000.bin`, ... and `val-00000.bin`, ... (raw uint32
-tokens, each document followed by the end-of-document id), `*.idx.npy` (document start offsets
+tokens; each document framed as the release's `encode` frames text: `<|startoftext|>`, its tokens,
+`<|endoftext|>`; special-token strings inside documents stay ordinary text), `*.idx.npy` (document start offsets
 per shard) and `meta.json` (token counts, source statistics, and a fingerprint of the sources
 and tokenizer, so an unchanged category is not tokenized twice).
 """
@@ -22,6 +23,7 @@ import numpy as np
 from .sources import Document, SourceStats, iter_documents, resolve_files
 
 SHARD_TOKENS = 256 * 2**20  # 1 GiB of uint32 per shard file
+FORMAT = 2  # bumped when the token layout changes, so older caches are rebuilt
 _worker_tokenizer = None
 
 
@@ -32,7 +34,7 @@ def in_validation(doc_id: str, val_fraction: float) -> bool:
 
 def fingerprint(specs: list[str], text_field: str, val_fraction: float, tokenizer_hash: str) -> str:
     """Hash of what the shards depend on: file names, sizes, mtimes, the split and tokenizer."""
-    h = hashlib.sha256(json.dumps([text_field, val_fraction, tokenizer_hash]).encode())
+    h = hashlib.sha256(json.dumps([FORMAT, text_field, val_fraction, tokenizer_hash]).encode())
     for spec in specs:
         for f in resolve_files(spec):
             st = f.stat()
@@ -48,9 +50,8 @@ def _init_worker(tokenizer_dir: str) -> None:
 
 
 def _tokenize(doc: Document) -> tuple[str, np.ndarray]:
-    ids = _worker_tokenizer.encode_document(doc.text)
-    ids.append(_worker_tokenizer.eod_id)
-    return doc.doc_id, np.asarray(ids, dtype=np.uint32)
+    tok = _worker_tokenizer
+    return doc.doc_id, np.asarray([tok.bos_id, *tok.encode_document(doc.text), tok.eod_id], dtype=np.uint32)
 
 
 class _ShardWriter:

@@ -59,11 +59,11 @@ class DataSection:
 class TrainSection:
     """Optimiser, schedule, routing, losses, and the loop's cadence."""
 
-    steps: int = 600
+    steps: int = 500
     batch_size: int = 16
     grad_accum: int = 1
     lr: float = 4e-3
-    warmup_steps: int = 60
+    warmup_steps: int = 50
     decay: str = "cosine"  # cosine | linear | constant
     decay_floor: float = 0.3  # end of the decay, as a fraction of the peak
     anneal_fraction: float = 0.05  # final share of tokens annealed linearly...
@@ -85,7 +85,7 @@ class TrainSection:
     log_every: int = 10
     eval_every: int = 100
     eval_tokens: int = 32768
-    save_every: int = 200
+    save_every: int = 250
     keep_last: int = 2
     max_bad_steps: int = 5
     resume: bool = True  # continue from the newest checkpoint of the run folder

@@ -87,8 +87,8 @@ def write_plots(records: list[dict], out_dir: Path) -> list[Path]:
     paths.append(_save(fig, out_dir / "loss.png"))
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    for group in train[0]["lr"]:
-        ax.plot([r["step"] for r in train], [r["lr"][group] for r in train], label=group)
+    for group, style in zip(train[0]["lr"], ("-", "-", "--", ":")):
+        ax.plot([r["step"] for r in train], [r["lr"][group] for r in train], style, label=group)
     ax.set_xlabel("step")
     ax.set_ylabel("learning rate")
     ax.set_title("learning-rate schedule by parameter group")
