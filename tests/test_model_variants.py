@@ -102,3 +102,16 @@ def test_explicit_position_ids_shift_rope():
     shifted = model(ids, position_ids=torch.arange(6)[None] + 5).logits
     assert torch.equal(base, same)
     assert not torch.allclose(base, shifted, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["release-like", "cla3", "dense", "no-qk-norm-no-shared"])
+@torch.no_grad()
+def test_fused_projections_keep_outputs_and_state(name):
+    model = make_model(seed=6, **VARIANTS[name])
+    ids = torch.randint(0, 256, (2, 9))
+    before = model(ids).logits
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.fuse_projections()
+    assert (model(ids).logits - before).abs().max() <= 1e-5
+    after = model.state_dict()
+    assert after.keys() == state.keys() and all(torch.equal(after[k], state[k]) for k in state)

@@ -92,9 +92,10 @@ def test_empty_experts_get_zero_gradients():
     assert g[2].abs().sum() > 0 and (g[[0, 1, 3]] == 0).all()
 
 
-def test_inference_decode_path_equals_general_path():
+@pytest.mark.parametrize("tokens", [1, 3, 40])  # few rows: grouped in Python; many: sorted segments
+def test_inference_path_equals_general_path(tokens):
     moe = make_moe("recycle", k=2, experts=6).eval()
-    x = torch.randn(1, 3, 64)  # 3 tokens * k=2 <= 6 experts: the decode path
+    x = torch.randn(1, tokens, 64)
     with torch.no_grad():
         fast, routing, _ = moe(x)
         general, _, _ = moe(x, return_routing=True)

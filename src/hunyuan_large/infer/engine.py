@@ -123,8 +123,8 @@ class _Sequence:
 class Engine:
     """Generates for many requests at once from one model and one preallocated KV cache.
 
-    The engine owns the model: it puts it in eval mode and, on CPU, stores its weights column-major
-    (weight_layout.py).
+    The engine owns the model: it puts it in eval mode, fuses the q/k/v and gate/up projections,
+    and on CPU stores its weights column-major (weight_layout.py).
     """
 
     def __init__(self, model: HunyuanForCausalLM, tokenizer: HunyuanTokenizer | None = None,
@@ -139,6 +139,7 @@ class Engine:
                             f"{cfg.vocab_size} embedding rows")
         weight = model.model.embed_tokens.weight
         self.device, self.dtype = weight.device, weight.dtype
+        model.fuse_projections()  # one GEMM for q/k/v and for each gate/up pair
         if self.device.type == "cpu":
             use_column_major_weights(model)  # faster decode GEMVs on CPU; same values
         max_len = config.max_len or default_max_len(model, config.max_batch, config.cache_memory)

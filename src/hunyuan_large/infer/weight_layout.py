@@ -16,8 +16,8 @@ from torch import nn
 
 
 def is_column_major(t: torch.Tensor) -> bool:
-    """Whether the last two dims of `t` are stored transposed-contiguous."""
-    return t.dim() >= 2 and t.stride(-2) == 1 and t.stride(-1) == t.shape[-2]
+    """Whether the last two dims of `t` are stored column by column (a fused block may be wider)."""
+    return t.dim() >= 2 and t.stride(-2) == 1 and t.stride(-1) >= t.shape[-2]
 
 
 @torch.no_grad()

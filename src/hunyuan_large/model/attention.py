@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from .layers import RMSNorm
+from .layers import RMSNorm, fuse_linears
 from .rope import apply_rope
 
 SharedKV = tuple[torch.Tensor, torch.Tensor]  # (k_rotated, v), each (B, Hkv, S, d)
@@ -47,11 +47,26 @@ class Attention(nn.Module):
             self.k_proj = nn.Linear(D, self.n_kv * d, bias=False)
             self.v_proj = nn.Linear(D, self.n_kv * d, bias=False)
         self.o_proj = nn.Linear(self.n_heads * d, D, bias=False)
+        self.fused_qkv: torch.Tensor | None = None  # (D, (Hq + 2 Hkv) d), see fuse_projections
         if cfg.use_qk_norm:
             self.query_layernorm = RMSNorm(d, cfg.rms_norm_eps)
             self.key_layernorm = RMSNorm(d, cfg.rms_norm_eps)
         else:
             self.query_layernorm = self.key_layernorm = None
+
+    def fuse_projections(self) -> None:
+        """Compute q, k and v as one GEMM from now on (inference; owner layers only)."""
+        if self.owns_kv:
+            self.fused_qkv = fuse_linears([self.q_proj, self.k_proj, self.v_proj])
+
+    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """q (B, T, Hq*d) and, in owner layers, the raw k and v (B, T, Hkv*d)."""
+        if self.fused_qkv is not None:
+            kv = self.n_kv * self.head_dim
+            return (x @ self.fused_qkv).split([self.n_heads * self.head_dim, kv, kv], dim=-1)
+        if self.owns_kv:
+            return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        return self.q_proj(x), None, None
 
     def forward(
         self,
@@ -63,10 +78,11 @@ class Attention(nn.Module):
         cache: KVStore | None = None,
     ) -> tuple[torch.Tensor, SharedKV]:
         B, T, _ = x.shape
-        q = apply_rope(self.q_proj(x).view(B, T, self.n_heads, self.head_dim), cos, sin)
+        q, k, v = self._project(x)
+        q = apply_rope(q.reshape(B, T, self.n_heads, self.head_dim), cos, sin)
         if self.owns_kv:
-            k = apply_rope(self.k_proj(x).view(B, T, self.n_kv, self.head_dim), cos, sin)
-            v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim)
+            k = apply_rope(k.reshape(B, T, self.n_kv, self.head_dim), cos, sin)
+            v = v.reshape(B, T, self.n_kv, self.head_dim)
             k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, Hkv, T, d)
             if cache is not None:
                 k, v = cache.update(self.layer_idx, k, v)  # (B, Hkv, S, d)

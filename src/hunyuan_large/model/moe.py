@@ -104,10 +104,9 @@ class MoE(nn.Module):
         logits = self.gate(xf)  # (N, E) fp32
         probs = logits.softmax(dim=-1)
         policy = self.cfg.routing_policy if self.training else "dropless"
-        few = B * T * self.top_k <= self.num_experts
-        if (few and policy == "dropless" and self.ep is None
+        if (policy == "dropless" and self.ep is None
                 and not (torch.is_grad_enabled() or collect_stats or return_routing)):
-            routed, routing = self._decode(xf, probs), None
+            routed, routing = self._infer(xf, probs), None
         else:
             capacity = self.cfg.capacity(B * T) if policy != "dropless" else None
             routing = route(probs, self.top_k, policy, capacity, self.generator)
@@ -131,18 +130,31 @@ class MoE(nn.Module):
             y = y * weight[:, None].to(y.dtype)
         return torch.zeros_like(xf).index_add_(0, tokens, y.to(xf.dtype))
 
-    def _decode(self, xf: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-        """Inference on a few tokens: run only the selected experts, token by token."""
+    def _infer(self, xf: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """Inference (dropless, no grad): each selected expert runs once on all of its rows."""
         if self.top_k == 1:
             w, idx = probs.max(dim=1, keepdim=True)  # ties as argmax: first maximum
         else:
             w, idx = probs.topk(self.top_k, dim=1)
             w = w / w.sum(dim=1, keepdim=True).clamp(min=torch.finfo(w.dtype).eps)
-        w = w.to(xf.dtype)
+        w, flat = w.to(xf.dtype).reshape(-1), idx.reshape(-1)  # (N*k,) token-major
+        if flat.numel() > 4 * self.num_experts:  # prefill: sort rows into expert segments
+            order = torch.argsort(flat, stable=True)
+            counts = torch.bincount(flat, minlength=self.num_experts).tolist()
+            tokens = order // self.top_k
+            y = self.experts(xf[tokens], w[order], counts)
+            return torch.zeros_like(xf).index_add_(0, tokens, y)
+        rows_of: dict[int, list[int]] = {}  # decode: group the few rows in Python, no sort kernels
+        for r, e in enumerate(flat.tolist()):
+            rows_of.setdefault(e, []).append(r)
         out = torch.zeros_like(xf)
-        for t, experts in enumerate(idx.tolist()):
-            for j, e in enumerate(experts):
-                out[t] += w[t, j] * self.experts.forward_one(e, xf[t : t + 1])[0]
+        for e, rows in rows_of.items():
+            if len(rows) == 1:  # the common decode case: plain slices, no index tensors
+                t = rows[0] // self.top_k
+                out[t] += self.experts.forward_one(e, xf[t : t + 1])[0] * w[rows[0]]
+            else:
+                r = torch.tensor(rows, device=xf.device)
+                out.index_add_(0, r // self.top_k, self.experts.forward_one(e, xf[r // self.top_k]) * w[r, None])
         return out
 
     def _stats(self, logits: torch.Tensor, probs: torch.Tensor, routing: Routing) -> RouterStats:

@@ -168,6 +168,12 @@ class HunyuanForCausalLM(nn.Module):
                 m.generator = gen
         return gen
 
+    def fuse_projections(self) -> None:
+        """Inference: q/k/v and each gate/up pair become one GEMM (weights become views, values kept)."""
+        for m in self.modules():
+            if isinstance(m, (Attention, SwiGLU)):
+                m.fuse_projections()
+
     def keep_router_fp32(self) -> None:
         """The release constructs the router in fp32; keep it so under a bf16 model."""
         for m in self.modules():
