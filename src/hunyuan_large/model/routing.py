@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-ROUTING_POLICIES = ("dropless", "drop", "recycle")
+from ..config import ROUTING_POLICIES
 
 
 @dataclass

@@ -7,7 +7,8 @@ import torch
 
 def new_acc() -> dict:
     """An empty accumulator for the steps between two log lines."""
-    return {"ce": [], "aux": [], "z": [], "load": None, "chosen": None, "dropped": 0, "recycled": 0, "choices": 0, "tokens": 0}
+    return {"ce": [], "aux": [], "z": [], "load": None, "chosen": None, "dropped": 0, "recycled": 0,
+            "choices": 0, "tokens": 0}
 
 
 def accumulate(acc: dict, out, ce: float) -> None:
