@@ -22,7 +22,7 @@ from ..config import ModelConfig
 from .expert_parallel import ExpertParallel, dispatch_to_experts
 from .grouped import grouped_swiglu
 from .layers import SwiGLU
-from .routing import Routing, route
+from .routing import Routing, combine_weights, route, top_k_choice
 
 
 @dataclass
@@ -132,12 +132,8 @@ class MoE(nn.Module):
 
     def _infer(self, xf: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         """Inference (dropless, no grad): each selected expert runs once on all of its rows."""
-        if self.top_k == 1:
-            w, idx = probs.max(dim=1, keepdim=True)  # ties as argmax: first maximum
-        else:
-            w, idx = probs.topk(self.top_k, dim=1)
-            w = w / w.sum(dim=1, keepdim=True).clamp(min=torch.finfo(w.dtype).eps)
-        w, flat = w.to(xf.dtype).reshape(-1), idx.reshape(-1)  # (N*k,) token-major
+        idx = top_k_choice(probs, self.top_k)
+        w, flat = combine_weights(probs, idx).to(xf.dtype).reshape(-1), idx.reshape(-1)  # (N*k,) token-major
         if flat.numel() > 4 * self.num_experts:  # prefill: sort rows into expert segments
             order = torch.argsort(flat, stable=True)
             counts = torch.bincount(flat, minlength=self.num_experts).tolist()

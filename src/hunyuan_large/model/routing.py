@@ -59,6 +59,16 @@ def top_k_choice(probs: torch.Tensor, k: int) -> torch.Tensor:
     return probs.topk(k, dim=1).indices
 
 
+def combine_weights(probs: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+    """(N, k) weights of the experts tokens end on (-1 = none): the raw probability for top-1,
+    renormalised over the kept experts for k > 1 (sum clamped at fp32 eps), as the release."""
+    kept = expert >= 0
+    weight = probs.gather(1, expert.clamp(min=0)) * kept
+    if expert.shape[1] > 1:
+        weight = weight / weight.sum(dim=1, keepdim=True).clamp(min=torch.finfo(weight.dtype).eps)
+    return weight
+
+
 def rank_in_group(group: torch.Tensor, num_groups: int) -> torch.Tensor:
     """For each element, how many earlier elements share its group id (stable order)."""
     order = torch.argsort(group, stable=True)
@@ -98,12 +108,7 @@ def route(
     expert = expert.view(k, N).t()
     slot = slot.view(k, N).t()
     recycled = recycled.view(k, N).t()
-    kept = expert >= 0
-    weight = probs.gather(1, expert.clamp(min=0)) * kept
-    if k > 1:
-        denom = weight.sum(dim=1, keepdim=True).clamp(min=torch.finfo(weight.dtype).eps)
-        weight = weight / denom
-    return Routing(expert, slot, weight, chosen, recycled, capacity)
+    return Routing(expert, slot, combine_weights(probs, expert), chosen, recycled, capacity)
 
 
 def _recycle(

@@ -43,16 +43,15 @@ def tokenizer_hash(folder: Path) -> str:
     return hashlib.sha256((folder / "hy.tiktoken").read_bytes()).hexdigest()[:16]
 
 
-def prepare_data(cfg: RunConfig, run_dir: Path, console: Console) -> tuple[dict, dict, dict]:
-    """Tokenize every category (cached); returns train streams, val streams and their metas."""
+def prepare_data(cfg: RunConfig, run_dir: Path, console: Console) -> tuple[dict, dict]:
+    """Tokenize every category (cached); returns the train and validation streams."""
     tok_dir = run_dir / "tokenizer"
     tok_hash = tokenizer_hash(tok_dir)
-    train, val, metas = {}, {}, {}
+    train, val = {}, {}
     for cat, specs in cfg.data.sources.items():
         t0 = time.perf_counter()
         meta = build_category(specs, tok_dir, tok_hash, run_dir / "data" / cat, cfg.data.text_field,
                               cfg.data.val_fraction, cfg.data.workers or None)
-        metas[cat] = meta
         folder = run_dir / "data" / cat
         train[cat] = TokenStream(folder, meta["train"], cfg.data.seq_len)
         val[cat] = TokenStream(folder, meta["val"], cfg.data.seq_len)
@@ -63,7 +62,7 @@ def prepare_data(cfg: RunConfig, run_dir: Path, console: Console) -> tuple[dict,
                       f"({time.perf_counter() - t0:.1f} s){'; ' + ', '.join(notes) if notes else ''}")
         if train[cat].num_chunks == 0:
             raise DataError(f"category {cat!r} has fewer than {cfg.data.seq_len + 1} training tokens")
-    return train, val, metas
+    return train, val
 
 
 def make_sampler(cfg: RunConfig, train: dict[str, TokenStream], world: int = 1) -> MixtureSampler:

@@ -79,22 +79,13 @@ def write_plots(records: list[dict], out_dir: Path) -> list[Path]:
     ax.plot([r["tokens"] for r in train], [r["loss"] for r in train], label="train", lw=1)
     if val:
         ax.plot([r["tokens"] for r in val], [r["val_loss"] for r in val], "o-", label="validation")
-    ax.set_xlabel("tokens")
-    ax.set_ylabel("cross-entropy (nats)")
-    ax.set_title("loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    paths.append(_save(fig, out_dir / "loss.png"))
+    paths.append(_save_line_plot(fig, ax, "tokens", "cross-entropy (nats)", "loss", out_dir / "loss.png"))
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for group, style in zip(train[0]["lr"], ("-", "-", "--", ":")):
         ax.plot([r["step"] for r in train], [r["lr"][group] for r in train], style, label=group)
-    ax.set_xlabel("step")
-    ax.set_ylabel("learning rate")
-    ax.set_title("learning-rate schedule by parameter group")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    paths.append(_save(fig, out_dir / "lr.png"))
+    paths.append(_save_line_plot(fig, ax, "step", "learning rate", "learning-rate schedule by parameter group",
+                                 out_dir / "lr.png"))
 
     loads = [r for r in train if r.get("router_load")]
     if loads:
@@ -120,6 +111,15 @@ def write_plots(records: list[dict], out_dir: Path) -> list[Path]:
         fig.suptitle("router load per expert over training (before capacity)")
         paths.append(_save(fig, out_dir / "expert_load.png", tight=False))
     return paths
+
+
+def _save_line_plot(fig, ax, xlabel: str, ylabel: str, title: str, path: Path) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
 
 
 def _save(fig, path: Path, tight: bool = True) -> Path:

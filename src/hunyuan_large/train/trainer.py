@@ -65,14 +65,13 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         tune_cpu_allocator()
         self.device = self.ctx.device
-        # Rank 0 trains the tokenizer and tokenizes; the others then find both cached.
-        if self.ctx.is_main:
-            self.tokenizer = prepare_tokenizer(cfg, self.run_dir, self.console)
-            train_streams, val_streams, _ = prepare_data(cfg, self.run_dir, self.console)
-        self.ctx.barrier()
+        # Rank 0 trains the tokenizer and tokenizes first; the others then find both cached.
         if not self.ctx.is_main:
-            self.tokenizer = prepare_tokenizer(cfg, self.run_dir, self.console)
-            train_streams, val_streams, _ = prepare_data(cfg, self.run_dir, self.console)
+            self.ctx.barrier()
+        self.tokenizer = prepare_tokenizer(cfg, self.run_dir, self.console)
+        train_streams, val_streams = prepare_data(cfg, self.run_dir, self.console)
+        if self.ctx.is_main:
+            self.ctx.barrier()
         self.sampler = make_sampler(cfg, train_streams, self.ctx.world)
         self.val_batches = make_validation(cfg, val_streams)
 
@@ -83,6 +82,8 @@ class Trainer:
             model.config = self.model_cfg = cfg.model_config(model.config.vocab_size, model.config.pad_token_id)
         else:
             model = HunyuanForCausalLM(self.model_cfg)
+        p = count_params(self.model_cfg)
+        self.model_description = f"{human(p.total)} params ({human(p.active)} active)"
         self.model = model.to(self.device).train()
         parallelize(self.model, self.ctx)
         torch.manual_seed(t.seed + self.ctx.rank)  # dropout differs per rank, as data does
@@ -204,9 +205,8 @@ class Trainer:
         if main:
             (self.run_dir / "config.toml").write_text(cfg.to_toml())
         step, tokens, bad_streak = self._resume()
-        p = count_params(self.model_cfg)
         self.console.print(
-            f"run folder {self.run_dir} | model {human(p.total)} params ({human(p.active)} active) | "
+            f"run folder {self.run_dir} | model {self.model_description} | "
             f"{self.tokens_per_step:,} tokens/step x {t.steps} steps | {self.ctx.world} x {self.device}"
             + (f", expert parallel {self.ctx.ep_size}" if self.ctx.ep_size > 1 else ""))
         peak = measure_peak_flops(self.device) * self.ctx.world
@@ -271,8 +271,7 @@ class Trainer:
         records = self.log.read()
         plots = write_plots(records, self.run_dir)
         summary = summarize(records, self.cfg.train.steps)
-        p = count_params(self.model_cfg)
         summary.update(steps=step, interrupted=interrupted, plots=[str(x) for x in plots],
-                       model=f"{human(p.total)} params ({human(p.active)} active)")
+                       model=self.model_description)
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
