@@ -28,7 +28,7 @@ def reference_forward(moe, x, routing):
     """Per token and choice: weight from a fresh softmax, times that expert's SwiGLU."""
     xf = x.reshape(-1, x.shape[-1])
     probs = torch.softmax(xf.float() @ moe.gate.wg.weight.float().t(), dim=-1)
-    gu, dn, f = moe.experts.gate_up_proj, moe.experts.down_proj, moe.experts.width
+    gu, dn, f = moe.experts.gate_up_proj, moe.experts.down_proj, moe.experts.gate_up_proj.shape[1] // 2
     rows = []
     for t in range(xf.shape[0]):
         kept = [(j, int(e)) for j, e in enumerate(routing.expert[t]) if e >= 0]

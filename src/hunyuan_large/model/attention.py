@@ -19,6 +19,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .layers import RMSNorm, fuse_linears
+from .matmul import Linear, matmul
 from .rope import apply_rope
 
 SharedKV = tuple[torch.Tensor, torch.Tensor]  # (k_rotated, v), each (B, Hkv, S, d)
@@ -42,11 +43,11 @@ class Attention(nn.Module):
         self.owns_kv = cfg.owns_kv(layer_idx)
         self.dropout = cfg.attention_dropout
         d, D = self.head_dim, cfg.hidden_size
-        self.q_proj = nn.Linear(D, self.n_heads * d, bias=False)
+        self.q_proj = Linear(D, self.n_heads * d)
         if self.owns_kv:
-            self.k_proj = nn.Linear(D, self.n_kv * d, bias=False)
-            self.v_proj = nn.Linear(D, self.n_kv * d, bias=False)
-        self.o_proj = nn.Linear(self.n_heads * d, D, bias=False)
+            self.k_proj = Linear(D, self.n_kv * d)
+            self.v_proj = Linear(D, self.n_kv * d)
+        self.o_proj = Linear(self.n_heads * d, D)
         self.fused_qkv: torch.Tensor | None = None  # (D, (Hq + 2 Hkv) d), see fuse_projections
         if cfg.use_qk_norm:
             self.query_layernorm = RMSNorm(d, cfg.rms_norm_eps)
@@ -56,17 +57,22 @@ class Attention(nn.Module):
 
     def fuse_projections(self) -> None:
         """Compute q, k and v as one GEMM from now on (inference; owner layers only)."""
-        if self.owns_kv:
+        if self.owns_kv and self.fused_qkv is None:
             self.fused_qkv = fuse_linears([self.q_proj, self.k_proj, self.v_proj])
 
-    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """q (B, T, Hq*d) and, in owner layers, the raw k and v (B, T, Hkv*d)."""
-        if self.fused_qkv is not None:
-            kv = self.n_kv * self.head_dim
-            return (x @ self.fused_qkv).split([self.n_heads * self.head_dim, kv, kv], dim=-1)
-        if self.owns_kv:
-            return self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        return self.q_proj(x), None, None
+    def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """q (B, T, Hq, d) after RoPE and, in owner layers, k after RoPE and v (B, T, Hkv, d)."""
+        B, T, _ = x.shape
+        Hq, Hkv, d = self.n_heads, self.n_kv, self.head_dim
+        if self.fused_qkv is not None:  # one GEMM, and q and k rotated as one tensor
+            qkv = matmul(x, self.fused_qkv).view(B, T, Hq + 2 * Hkv, d)
+            qk = apply_rope(qkv[:, :, : Hq + Hkv], cos, sin)
+            return qk[:, :, :Hq], qk[:, :, Hq:], qkv[:, :, Hq + Hkv :]
+        q = apply_rope(self.q_proj(x).view(B, T, Hq, d), cos, sin)
+        if not self.owns_kv:
+            return q, None, None
+        k = apply_rope(self.k_proj(x).view(B, T, Hkv, d), cos, sin)
+        return q, k, self.v_proj(x).view(B, T, Hkv, d)
 
     def forward(
         self,
@@ -78,11 +84,8 @@ class Attention(nn.Module):
         cache: KVStore | None = None,
     ) -> tuple[torch.Tensor, SharedKV]:
         B, T, _ = x.shape
-        q, k, v = self._project(x)
-        q = apply_rope(q.reshape(B, T, self.n_heads, self.head_dim), cos, sin)
+        q, k, v = self._qkv(x, cos, sin)
         if self.owns_kv:
-            k = apply_rope(k.reshape(B, T, self.n_kv, self.head_dim), cos, sin)
-            v = v.reshape(B, T, self.n_kv, self.head_dim)
             k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, Hkv, T, d)
             if cache is not None:
                 k, v = cache.update(self.layer_idx, k, v)  # (B, Hkv, S, d)

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .matmul import Linear, matmul
+
 
 class RMSNorm(nn.Module):
     """Llama-style RMSNorm: statistics in fp32, cast back, then the weight multiply."""
@@ -16,6 +18,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == self.weight.dtype == torch.float32:  # one fused call, bit-identical in fp32
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * h.to(x.dtype)
@@ -42,17 +46,18 @@ class SwiGLU(nn.Module):
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.gate_proj = nn.Linear(dim, hidden, bias=False)
-        self.up_proj = nn.Linear(dim, hidden, bias=False)
-        self.down_proj = nn.Linear(hidden, dim, bias=False)
+        self.gate_proj = Linear(dim, hidden)
+        self.up_proj = Linear(dim, hidden)
+        self.down_proj = Linear(hidden, dim)
         self.fused_gate_up: torch.Tensor | None = None  # (dim, 2 hidden), see fuse_projections
 
     def fuse_projections(self) -> None:
-        """Compute gate and up as one GEMM from now on (inference)."""
-        self.fused_gate_up = fuse_linears([self.gate_proj, self.up_proj])
+        """Compute gate and up as one GEMM from now on (inference; idempotent)."""
+        if self.fused_gate_up is None:
+            self.fused_gate_up = fuse_linears([self.gate_proj, self.up_proj])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused_gate_up is not None:
-            gate, up = (x @ self.fused_gate_up).chunk(2, dim=-1)
+            gate, up = matmul(x, self.fused_gate_up).chunk(2, dim=-1)
             return self.down_proj(F.silu(gate) * up)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))

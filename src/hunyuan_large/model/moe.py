@@ -22,7 +22,8 @@ from ..config import ModelConfig
 from .expert_parallel import ExpertParallel, dispatch_to_experts
 from .grouped import grouped_swiglu
 from .layers import SwiGLU
-from .routing import Routing, combine_weights, route, top_k_choice
+from .matmul import matmul
+from .routing import Routing, dropless_choice, route
 
 
 @dataclass
@@ -47,8 +48,10 @@ class Router(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (N, D) -> logits (N, E) in fp32."""
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            return F.linear(x.float(), self.wg.weight.float())
+        if torch.is_autocast_enabled(x.device.type):  # entering the context costs more than a decode GEMV
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                return self.forward(x)
+        return F.linear(x.float(), self.wg.weight.float())
 
 
 class RoutedExperts(nn.Module):
@@ -57,7 +60,6 @@ class RoutedExperts(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         E, D, Fw = cfg.num_experts, cfg.hidden_size, cfg.intermediate_size
-        self.width = Fw
         self.gate_up_proj = nn.Parameter(torch.empty(E, 2 * Fw, D))
         self.down_proj = nn.Parameter(torch.empty(E, D, Fw))
 
@@ -67,8 +69,8 @@ class RoutedExperts(nn.Module):
 
     def forward_one(self, e: int, x: torch.Tensor) -> torch.Tensor:
         """Expert `e` on rows x (n, D), plain (the decode path)."""
-        h = x @ self.gate_up_proj[e].t()
-        return (F.silu(h[:, : self.width]) * h[:, self.width :]) @ self.down_proj[e].t()
+        gate, up = matmul(x, self.gate_up_proj[e].t()).chunk(2, dim=-1)
+        return matmul(F.silu(gate) * up, self.down_proj[e].t())
 
 
 def _local(p: torch.Tensor) -> torch.Tensor:
@@ -91,6 +93,35 @@ class MoE(nn.Module):
         self.experts = RoutedExperts(cfg)
         self.generator: torch.Generator | None = None  # set by the model for seeded recycling
         self.ep: ExpertParallel | None = None  # set when experts are sharded across ranks
+        self.shared_in_stack = False  # see fuse_projections
+
+    @torch.no_grad()
+    def fuse_projections(self) -> None:
+        """Inference: fuse the shared expert's gate/up and, when it is as wide as a routed expert,
+        store it as slot E of the stacked routed weights (parameters become views, values kept).
+
+        A decode row then runs its top-1 expert and the shared one as a single batched product
+        of two equal matrices, one per thread, instead of four GEMVs (see _expert_and_shared).
+        """
+        s = self.shared_mlp
+        if s is None:
+            return
+        s.fuse_projections()
+        ex = self.experts
+        E, F2, D = ex.gate_up_proj.shape
+        if self.ep is not None or self.top_k != 1 or s.gate_proj.weight.shape[0] * 2 != F2:
+            return
+        # Each slot column-major, as fuse_linears stores the shared expert's fused gate/up.
+        gate_up = torch.empty(E + 1, D, F2, dtype=ex.gate_up_proj.dtype, device=ex.gate_up_proj.device)
+        down = torch.empty(E + 1, F2 // 2, D, dtype=ex.down_proj.dtype, device=ex.down_proj.device)
+        gate_up = gate_up.transpose(1, 2)  # (E+1, 2F, D)
+        down = down.transpose(1, 2)  # (E+1, D, F)
+        gate_up[:E], gate_up[E] = ex.gate_up_proj, s.fused_gate_up.t()
+        down[:E], down[E] = ex.down_proj, s.down_proj.weight
+        ex.gate_up_proj.data, ex.down_proj.data = gate_up[:E], down[:E]
+        s.gate_proj.weight.data, s.up_proj.weight.data = gate_up[E, : F2 // 2], gate_up[E, F2 // 2 :]
+        s.down_proj.weight.data, s.fused_gate_up = down[E], gate_up[E].t()
+        self.shared_in_stack = True
 
     def forward(
         self, x: torch.Tensor, collect_stats: bool = False, return_routing: bool = False
@@ -106,12 +137,11 @@ class MoE(nn.Module):
         policy = self.cfg.routing_policy if self.training else "dropless"
         if (policy == "dropless" and self.ep is None
                 and not (torch.is_grad_enabled() or collect_stats or return_routing)):
-            routed, routing = self._infer(xf, probs), None
+            out, routing = self._infer(xf, probs), None
         else:
             capacity = self.cfg.capacity(B * T) if policy != "dropless" else None
             routing = route(probs, self.top_k, policy, capacity, self.generator)
-            routed = self._dispatch_combine(xf, routing)
-        out = routed if self.shared_mlp is None else self.shared_mlp(xf) + routed
+            out = self._with_shared(xf, self._dispatch_combine(xf, routing))
         stats = self._stats(logits, probs, routing) if collect_stats else None
         return out.view(B, T, D), routing, stats
 
@@ -130,16 +160,44 @@ class MoE(nn.Module):
             y = y * weight[:, None].to(y.dtype)
         return torch.zeros_like(xf).index_add_(0, tokens, y.to(xf.dtype))
 
+    def _with_shared(self, xf: torch.Tensor, routed: torch.Tensor) -> torch.Tensor:
+        """The block's output: shared expert (if any) + routed experts."""
+        return routed if self.shared_mlp is None else self.shared_mlp(xf) + routed
+
+    def _expert_and_shared(self, e: int, weight: float, x: torch.Tensor) -> torch.Tensor:
+        """shared(x) + weight * expert_e(x) for one row x (1, D), with the shared expert in slot E.
+
+        Slots e and E of the stacked weights are one strided (2, ., .) view, so each projection is
+        one bmm over the two matrices.
+        """
+        gu, dn = self.experts.gate_up_proj, self.experts.down_proj
+        E = gu.shape[0]
+        pair = lambda p: p.as_strided((2, p.shape[2], p.shape[1]),  # noqa: E731  (2, in, out) per slot
+                                      ((E - e) * p.stride(0), p.stride(2), p.stride(1)),
+                                      p.storage_offset() + e * p.stride(0))
+        gate, up = torch.bmm(x.expand(2, 1, -1), pair(gu)).chunk(2, dim=-1)  # (2, 1, F) each
+        y = torch.bmm(F.silu(gate) * up, pair(dn))  # (2, 1, D): [expert e, shared]
+        return y[1] + y[0] * weight
+
     def _infer(self, xf: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-        """Inference (dropless, no grad): each selected expert runs once on all of its rows."""
-        idx = top_k_choice(probs, self.top_k)
-        w, flat = combine_weights(probs, idx).to(xf.dtype).reshape(-1), idx.reshape(-1)  # (N*k,) token-major
+        """Inference (dropless, no grad): each selected expert runs once on all of its rows; with the
+        shared expert added."""
+        w, idx = dropless_choice(probs, self.top_k)
+        w, flat = w.to(xf.dtype).reshape(-1), idx.reshape(-1)  # (N*k,) token-major
         if flat.numel() > 4 * self.num_experts:  # prefill: sort rows into expert segments
             order = torch.argsort(flat, stable=True)
             counts = torch.bincount(flat, minlength=self.num_experts).tolist()
             tokens = order // self.top_k
             y = self.experts(xf[tokens], w[order], counts)
-            return torch.zeros_like(xf).index_add_(0, tokens, y)
+            return self._with_shared(xf, torch.zeros_like(xf).index_add_(0, tokens, y))
+        if xf.shape[0] == 1:  # batch-1 decode: the row's k experts, nothing to scatter
+            if self.shared_in_stack:
+                return self._expert_and_shared(flat.item(), w.item(), xf)
+            out = None
+            for e, weight in zip(flat.tolist(), w.tolist()):
+                y = self.experts.forward_one(e, xf) * weight
+                out = y if out is None else out + y
+            return self._with_shared(xf, out)
         rows_of: dict[int, list[int]] = {}  # decode: group the few rows in Python, no sort kernels
         for r, e in enumerate(flat.tolist()):
             rows_of.setdefault(e, []).append(r)
@@ -151,7 +209,7 @@ class MoE(nn.Module):
             else:
                 r = torch.tensor(rows, device=xf.device)
                 out.index_add_(0, r // self.top_k, self.experts.forward_one(e, xf[r // self.top_k]) * w[r, None])
-        return out
+        return self._with_shared(xf, out)
 
     def _stats(self, logits: torch.Tensor, probs: torch.Tensor, routing: Routing) -> RouterStats:
         E = self.num_experts

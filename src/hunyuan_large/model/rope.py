@@ -13,13 +13,17 @@ quirks, because they change the logits measurably:
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..config import ModelConfig
 
 
+@functools.lru_cache(maxsize=32)  # else rebuilt every decode step; callers never modify it
 def _inv_freq(base: float, dim: int, device: torch.device) -> torch.Tensor:
-    return 1.0 / (base ** (torch.arange(0, dim, 2, device=device).float() / dim))
+    with torch.inference_mode(False):  # a normal tensor, usable by training after inference
+        return 1.0 / (base ** (torch.arange(0, dim, 2, device=device).float() / dim))
 
 
 def _bf16_positions(position_ids: torch.Tensor, cfg: ModelConfig, kv_len: int) -> torch.Tensor:
@@ -33,8 +37,9 @@ def _bf16_positions(position_ids: torch.Tensor, cfg: ModelConfig, kv_len: int) -
 def rope_cos_sin(
     cfg: ModelConfig, position_ids: torch.Tensor, kv_len: int, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin tables for `position_ids` (B, T) -> each (B, T, 1, d), cast to `dtype`.
+    """cos and signed sin tables for `position_ids` (B, T) -> each (B, T, 1, d), cast to `dtype`.
 
+    The sin table carries rotate-half's sign: its first half is negated (see apply_rope).
     `kv_len` is the attended length (past + current), which only the dynamic-NTK variant reads.
     """
     d = cfg.head_dim
@@ -59,11 +64,15 @@ def rope_cos_sin(
         t = _bf16_positions(position_ids, cfg, kv_len) / rs["factor"]
         freqs = t[..., None] * inv
     emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, d)
-    return emb.cos().to(dtype)[:, :, None, :], emb.sin().to(dtype)[:, :, None, :]
+    sin = emb.sin()
+    sin[..., : d // 2].neg_()
+    return emb.cos().to(dtype)[:, :, None, :], sin.to(dtype)[:, :, None, :]
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, T, H, d) by the tables (B, T, 1, d): x*cos + rotate_half(x)*sin."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return (x * cos) + (rotated * sin)
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (B, T, H, d) by the tables (B, T, 1, d) of rope_cos_sin: x*cos + rotate_half(x)*sin.
+
+    rotate_half(x) = (-x2, x1) = roll(x, d/2) * (-1, +1); the sign lives in `signed_sin`, so this is
+    the release's arithmetic (negation is exact) in four ops instead of seven.
+    """
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin

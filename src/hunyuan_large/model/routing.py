@@ -69,6 +69,18 @@ def combine_weights(probs: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
     return weight
 
 
+def dropless_choice(probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, E) probabilities -> the (N, k) weights and expert ids of routing without capacity.
+
+    Equals combine_weights(probs, top_k_choice(probs, k)); for k = 1 it is one `max` (which, like
+    argmax, returns the first of tied maxima), the op count that matters at decode.
+    """
+    if k == 1:
+        return probs.max(dim=1, keepdim=True)
+    idx = top_k_choice(probs, k)
+    return combine_weights(probs, idx), idx
+
+
 def rank_in_group(group: torch.Tensor, num_groups: int) -> torch.Tensor:
     """For each element, how many earlier elements share its group id (stable order)."""
     order = torch.argsort(group, stable=True)

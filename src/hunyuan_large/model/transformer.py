@@ -15,6 +15,7 @@ from torch import nn
 from ..config import ModelConfig
 from .attention import Attention, KVStore, SharedKV
 from .layers import RMSNorm, SwiGLU
+from .matmul import Linear
 from .moe import MoE, RoutedExperts, Router, RouterStats
 from .rope import rope_cos_sin
 from .routing import Routing
@@ -134,7 +135,7 @@ class HunyuanForCausalLM(nn.Module):
         super().__init__()
         self.config = cfg
         self.model = HunyuanModel(cfg)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size)
         self.tie_weights()
         if not any(p.is_meta for p in self.parameters()):
             self.reset_parameters()
@@ -169,9 +170,10 @@ class HunyuanForCausalLM(nn.Module):
         return gen
 
     def fuse_projections(self) -> None:
-        """Inference: q/k/v and each gate/up pair become one GEMM (weights become views, values kept)."""
+        """Inference: q/k/v and each gate/up pair become one GEMM, the shared expert joins the routed
+        experts' stack (weights become views, values kept; idempotent)."""
         for m in self.modules():
-            if isinstance(m, (Attention, SwiGLU)):
+            if isinstance(m, (Attention, MoE, SwiGLU)):  # a MoE first fuses its shared expert
                 m.fuse_projections()
 
     def keep_router_fp32(self) -> None:
