@@ -6,7 +6,7 @@ a streamed chat completion of --tokens new tokens through the official `openai` 
 `ignore_eos` so every request does the same work. The baseline is the same requests sent one after
 another to the same server, same run.
 
-Usage: python benchmarks/serve_load.py [--clients 16 --tokens 64]
+Usage: python benchmarks/serve_load.py [--clients 16 --tokens 64 --threads N]
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def make_folder(folder: Path, train_bytes: int = 2 << 20) -> None:
     tok.save(folder)
 
 
-def start_server(folder: Path, clients: int) -> tuple[subprocess.Popen, str]:
+def start_server(folder: Path, clients: int, threads: int | None) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -57,7 +57,7 @@ def start_server(folder: Path, clients: int) -> tuple[subprocess.Popen, str]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen([sys.executable, "-m", "hunyuan_large", "serve", "--model", str(folder), "--port",
                              str(port), "--served-model-name", MODEL, "--max-batch", str(clients),
-                             "--max-len", "1024"], env=env)
+                             "--max-len", "1024", *(["--threads", str(threads)] if threads else [])], env=env)
     base = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -102,13 +102,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--tokens", type=int, default=64, help="new tokens per request")
+    ap.add_argument("--threads", type=int, help="the server's --threads (default: the server's own)")
     args = ap.parse_args()
     prompts = [f"Request {i}: explain how a dictionary lookup works in Python, step by step." * (1 + i % 3)
                for i in range(args.clients)]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / MODEL
         make_folder(folder)
-        proc, base = start_server(folder, args.clients)
+        proc, base = start_server(folder, args.clients, args.threads)
         try:
             one_request(base, prompts[0], 4)  # warm-up
             seq = run(base, prompts, args.tokens, concurrent=False)

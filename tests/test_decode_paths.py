@@ -1,5 +1,5 @@
 """The decode-speed paths against plain formulations: the thread-split matmul, the shared expert
-stored in the routed stack, the one-op top-1 choice and the signed-sin RoPE."""
+stored in the routed stack, the one-op top-1 choice, the signed-sin RoPE and single-query attention."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from hunyuan_large import ModelConfig
+from hunyuan_large.model.attention import single_query_attention
 from hunyuan_large.model.matmul import matmul
 from hunyuan_large.model.moe import MoE
 from hunyuan_large.model.rope import apply_rope, rope_cos_sin
@@ -115,3 +117,19 @@ def test_apply_rope_is_x_cos_plus_rotate_half_sin(rope_scaling):
     x = torch.randn(1, 7, 3, cfg.head_dim, generator=torch.Generator().manual_seed(0))
     rotate_half = torch.cat((-x[..., half:], x[..., :half]), -1)
     assert torch.equal(apply_rope(x, cos, signed_sin), x * cos + rotate_half * sin)
+
+
+@pytest.mark.parametrize("Hq, Hkv", [(8, 2), (4, 4), (6, 1)])
+def test_single_query_attention_equals_sdpa(Hq, Hkv):
+    B, S, d = 3, 37, 16
+    gen = torch.Generator().manual_seed(Hq * Hkv)
+    q = torch.randn(B, 1, Hq, d, generator=gen)
+    k, v = torch.randn(2, B, Hkv, S, d, generator=gen)
+    lengths = torch.tensor([S, 20, 5])  # rows of different lengths, as in a continuous batch
+    mask = torch.zeros(B, 1, 1, S).masked_fill_(torch.arange(S) >= lengths[:, None, None, None],
+                                                torch.finfo(torch.float32).min)
+    want = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=mask, scale=1.0,
+                                          enable_gqa=True).transpose(1, 2).reshape(B, 1, Hq * d)
+    torch.testing.assert_close(single_query_attention(q, k, v, mask), want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(single_query_attention(q, k, v, None)[0],
+                               want[0])  # row 0 sees every key: no mask needed

@@ -182,6 +182,9 @@ class MoE(nn.Module):
     def _infer(self, xf: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         """Inference (dropless, no grad): each selected expert runs once on all of its rows; with the
         shared expert added."""
+        if self.shared_in_stack and xf.shape[0] == 1:  # batch-1 decode, top-1: fewest ops
+            w, e = probs.max(dim=1)
+            return self._expert_and_shared(e.item(), w.item(), xf)
         w, idx = dropless_choice(probs, self.top_k)
         w, flat = w.to(xf.dtype).reshape(-1), idx.reshape(-1)  # (N*k,) token-major
         if flat.numel() > 4 * self.num_experts:  # prefill: sort rows into expert segments
@@ -191,8 +194,6 @@ class MoE(nn.Module):
             y = self.experts(xf[tokens], w[order], counts)
             return self._with_shared(xf, torch.zeros_like(xf).index_add_(0, tokens, y))
         if xf.shape[0] == 1:  # batch-1 decode: the row's k experts, nothing to scatter
-            if self.shared_in_stack:
-                return self._expert_and_shared(flat.item(), w.item(), xf)
             out = None
             for e, weight in zip(flat.tolist(), w.tolist()):
                 y = self.experts.forward_one(e, xf) * weight
