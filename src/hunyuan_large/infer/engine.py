@@ -123,8 +123,9 @@ class _Sequence:
 class Engine:
     """Generates for many requests at once from one model and one preallocated KV cache.
 
-    The engine owns the model: it puts it in eval mode, fuses the q/k/v and gate/up projections,
-    and on CPU stores its weights column-major (weight_layout.py).
+    The engine owns the model: it puts it in eval mode, fuses the q/k/v and gate/up projections
+    and stacks the shared expert with the routed ones (model.fuse_projections), and on CPU stores
+    its weights column-major (weight_layout.py).
     """
 
     def __init__(self, model: HunyuanForCausalLM, tokenizer: HunyuanTokenizer | None = None,

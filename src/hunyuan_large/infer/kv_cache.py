@@ -4,10 +4,11 @@ Shapes: O owner layers (those that compute K/V; the others reuse their owner's),
 (`max_batch`), Hkv KV heads, L `max_len`, d head dim; B rows of a forward, T new tokens, S
 attended tokens.
 
-Each owner layer stores K after RoPE and before the key norm, and V, in (N, Hkv, L, d) buffers
-allocated once. Every layer applies its own key norm at attention time (model/attention.py), so
-the reusing layers need nothing stored: the cache costs 2 * Hkv * d * O * dtype bytes per token,
-the paper's Table 2 "GQA+CLA" figure.
+Each owner layer stores K after RoPE, scaled to unit RMS (the part of QK-norm that every layer
+reading that K shares), and V, in (N, Hkv, L, d) buffers allocated once. Every layer applies its
+own key-norm weight at attention time (model/attention.py), so the reusing layers need nothing
+stored: the cache costs 2 * Hkv * d * O * dtype bytes per token, the paper's Table 2 "GQA+CLA"
+figure.
 
 A forward runs on a contiguous range of slots, so the K/V it attends to are views of the buffers,
 never copies; the engine keeps its running sequences packed in slots 0..n-1 (`move` fills the
