@@ -11,15 +11,18 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 
-def setup(rank: int, world: int, port: int) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+def setup(rank: int, world: int, out: str) -> None:
+    """The environment torchrun gives a rank, and its process group joined through a file in `out`
+    (no TCP port to pick, so no race with other processes for a free one)."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{os.path.join(out, 'store')}", rank=rank,
+                            world_size=world)
 
 
-def run_guarded(rank: int, world: int, port: int, out: str, fn, *args) -> None:
+def run_guarded(rank: int, world: int, out: str, fn, *args) -> None:
     """Run fn, write its result (or the traceback) to out/rank{rank}.pt."""
-    setup(rank, world, port)
+    setup(rank, world, out)
     try:
         result = fn(rank, world, *args)
     except Exception:  # reported to the test, which fails with it

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,14 +23,8 @@ from .test_train import CODE
 WORLD = 2
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def spawn(fn, tmp_path: Path, *args, world: int = WORLD) -> list[dict]:
-    mp.spawn(dist_workers.run_guarded, args=(world, free_port(), str(tmp_path), fn, *args), nprocs=world, join=True)
+    mp.spawn(dist_workers.run_guarded, args=(world, str(tmp_path), fn, *args), nprocs=world, join=True)
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
     for r in results:
         assert "error" not in r, r.get("error")
@@ -85,7 +78,7 @@ def train(config: Path, *overrides: str, nproc: int = 1, ep: int = 1) -> subproc
         cmd = [sys.executable, "-m", "hunyuan_large", "train", str(config)]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-               "--master-port", str(free_port()), "-m", "hunyuan_large", "train", str(config)]
+               "--standalone", "-m", "hunyuan_large", "train", str(config)]
     cmd += [*overrides, "--parallel.ep", str(ep)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
@@ -140,8 +133,8 @@ def test_distributed_checkpoints_reshard_between_world_sizes(tmp_path, corpus):
 
 def test_distributed_rank_failure_stops_the_job_with_a_message(tmp_path, corpus):
     config = write_config(tmp_path / "run.toml", corpus, tmp_path / "run", steps=100000, save_every=5)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-           str(free_port()), "-m", "hunyuan_large", "train", str(config), "--train.batch_size", "2"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+           "-m", "hunyuan_large", "train", str(config), "--train.batch_size", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
     deadline = time.time() + 300
