@@ -73,6 +73,14 @@ class RoutedExperts(nn.Module):
         return matmul(F.silu(gate) * up, self.down_proj[e].t())
 
 
+def _with_slot_e(stack: torch.Tensor, e: int) -> torch.Tensor:
+    """Slots e and E of an (E, out, in) expert stack whose storage holds one more slot E after it,
+    as one (2, in, out) strided view: the right operands of x @ W.T for the two matrices."""
+    E, out_dim, in_dim = stack.shape
+    return stack.as_strided((2, in_dim, out_dim), ((E - e) * stack.stride(0), stack.stride(2), stack.stride(1)),
+                            stack.storage_offset() + e * stack.stride(0))
+
+
 def _local(p: torch.Tensor) -> torch.Tensor:
     """This rank's experts of an expert-parallel (DTensor) weight; the weight itself otherwise."""
     return p.to_local() if hasattr(p, "to_local") else p
@@ -171,19 +179,15 @@ class MoE(nn.Module):
         one bmm over the two matrices.
         """
         gu, dn = self.experts.gate_up_proj, self.experts.down_proj
-        E = gu.shape[0]
-        pair = lambda p: p.as_strided((2, p.shape[2], p.shape[1]),  # noqa: E731  (2, in, out) per slot
-                                      ((E - e) * p.stride(0), p.stride(2), p.stride(1)),
-                                      p.storage_offset() + e * p.stride(0))
-        gate, up = torch.bmm(x.expand(2, 1, -1), pair(gu)).chunk(2, dim=-1)  # (2, 1, F) each
-        y = torch.bmm(F.silu(gate) * up, pair(dn))  # (2, 1, D): [expert e, shared]
+        gate, up = torch.bmm(x.expand(2, 1, -1), _with_slot_e(gu, e)).chunk(2, dim=-1)  # (2, 1, F) each
+        y = torch.bmm(F.silu(gate) * up, _with_slot_e(dn, e))  # (2, 1, D): [expert e, shared]
         return y[1] + y[0] * weight
 
     def _infer(self, xf: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         """Inference (dropless, no grad): each selected expert runs once on all of its rows; with the
         shared expert added."""
         if self.shared_in_stack and xf.shape[0] == 1:  # batch-1 decode, top-1: fewest ops
-            w, e = probs.max(dim=1)
+            w, e = dropless_choice(probs, 1)
             return self._expert_and_shared(e.item(), w.item(), xf)
         w, idx = dropless_choice(probs, self.top_k)
         w, flat = w.to(xf.dtype).reshape(-1), idx.reshape(-1)  # (N*k,) token-major
