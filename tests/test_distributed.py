@@ -26,8 +26,8 @@ WORLD = 2
 def spawn(fn, tmp_path: Path, *args, world: int = WORLD) -> list[dict]:
     mp.spawn(dist_workers.run_guarded, args=(world, str(tmp_path), fn, *args), nprocs=world, join=True)
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
-    for r in results:
-        assert "error" not in r, r.get("error")
+    errors = [f"rank {rank}:\n{r['error']}" for rank, r in enumerate(results) if "error" in r]
+    assert not errors, "\n".join(errors)
     return results
 
 
@@ -35,7 +35,7 @@ def spawn(fn, tmp_path: Path, *args, world: int = WORLD) -> list[dict]:
 def test_distributed_expert_parallel_equals_one_process(tmp_path, world, ep):
     # (4, 2): experts sharded over ep and, by FSDP, over the other mesh dimension too.
     for r in spawn(dist_workers.expert_parallel_matches_one_process, tmp_path, ep, world=world):
-        assert r["logits"] <= 1e-5 and r["grad"] <= 1e-5
+        assert r["logits"] <= 1e-5 and r["grad"] <= 1e-5, r
 
 
 def test_distributed_each_rank_routes_its_micro_batch_like_one_process(tmp_path):
