@@ -15,13 +15,13 @@ import torch.nn.functional as F
 from torch import nn
 
 SKINNY_ROWS = 16  # products with at most this many rows are memory-bound GEMVs
-MIN_SPLIT_K = 256  # below this a K block is too short to be worth a thread
+MIN_BLOCK_K = 128  # a shorter K block is not worth a thread
 
 
 def _k_blocks(K: int) -> int:
-    """How many K blocks a skinny CPU product uses: one per thread, dividing K evenly."""
+    """How many K blocks a skinny CPU product uses: at most one per thread, dividing K evenly."""
     c = torch.get_num_threads()
-    while c > 1 and (K % c or K // c < MIN_SPLIT_K // 2):
+    while c > 1 and (K % c or K // c < MIN_BLOCK_K):
         c -= 1
     return c
 
@@ -30,9 +30,7 @@ def matmul(x: torch.Tensor, wt: torch.Tensor) -> torch.Tensor:
     """x (..., K) @ wt (K, N) -> (..., N); a CPU product of few rows runs as thread-parallel K blocks."""
     K, N = wt.shape
     rows = x.numel() // K
-    if x.device.type != "cpu" or rows > SKINNY_ROWS or K < MIN_SPLIT_K:
-        return x @ wt
-    c = _k_blocks(K)
+    c = _k_blocks(K) if x.device.type == "cpu" and rows <= SKINNY_ROWS else 1
     if c == 1:
         return x @ wt
     # (c, rows, K/c) blocks of x; one row needs no transpose (fewer ops: decode is op-bound too)
