@@ -27,7 +27,7 @@ import openai
 import torch
 
 from common import machine, print_json, print_table
-from hunyuan_large import HunyuanForCausalLM, ModelConfig
+from hunyuan_large import HunyuanForCausalLM, ModelConfig, save_pretrained
 from hunyuan_large.data.sources import stdlib_files
 from hunyuan_large.tokenizer import HunyuanTokenizer
 
@@ -45,7 +45,7 @@ def make_folder(folder: Path, train_bytes: int = 2 << 20) -> None:
     cfg = ModelConfig.from_preset(MODEL)
     tok = HunyuanTokenizer.train(files, vocab_size=cfg.vocab_size)
     torch.manual_seed(0)
-    HunyuanForCausalLM(cfg).save_pretrained(folder)
+    save_pretrained(HunyuanForCausalLM(cfg), folder)
     tok.save(folder)
 
 

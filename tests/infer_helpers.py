@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hunyuan_large import HunyuanForCausalLM, ModelConfig
+from hunyuan_large import HunyuanForCausalLM, ModelConfig, save_pretrained
 from hunyuan_large.tokenizer import HunyuanTokenizer
 
 TEXTS = [
@@ -24,7 +24,7 @@ def make_model_folder(folder: Path, seed: int = 0) -> Path:
     tok = HunyuanTokenizer.train(TEXTS, vocab_size=600, min_frequency=1)
     torch.manual_seed(seed)
     model = HunyuanForCausalLM(ModelConfig.from_preset("tiny", vocab_size=tok.vocab_size, initializer_range=0.1))
-    model.save_pretrained(folder)
+    save_pretrained(model, folder)
     tok.save(folder)
     stops = {"eos_token_id": [tok.chat_eos_id, tok.extra_5_id], "pad_token_id": tok.pad_id}
     (folder / "generation_config.json").write_text(json.dumps(GENERATION_CONFIG | stops))

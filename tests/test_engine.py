@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hunyuan_large import HunyuanForCausalLM
+from hunyuan_large import load_pretrained
 from hunyuan_large.errors import UserError
 from hunyuan_large.infer import Engine, EngineConfig, SamplingParams, load_generation_defaults
 from hunyuan_large.infer.engine import default_max_len
@@ -36,7 +36,7 @@ def folder(tmp_path_factory):
 
 def test_reference_greedy_ids_and_logprobs(tiny_ref):
     ref = load_file(tiny_ref / "reference.safetensors")
-    model = HunyuanForCausalLM.from_pretrained(tiny_ref)
+    model = load_pretrained(tiny_ref)
     V, steps = model.config.vocab_size, ref["decode.step_logits"].shape[1] - 1
     engine = Engine(model, config=EngineConfig(max_batch=2))
     result = engine.generate([ref["decode.prompt_ids"][0].tolist()], GREEDY.replace(max_new_tokens=steps, logprobs=V))[0]

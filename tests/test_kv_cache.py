@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hunyuan_large import HunyuanForCausalLM, ModelConfig
+from hunyuan_large import HunyuanForCausalLM, ModelConfig, load_pretrained
 from hunyuan_large.accounting import kv_cache_bytes_per_token
 from hunyuan_large.infer.kv_cache import CacheFullError, KVCache
 
@@ -63,7 +63,7 @@ def greedy_with_cache(model: HunyuanForCausalLM, prompt: torch.Tensor, steps: in
 
 def test_reference_decode(tiny_ref):
     ref = load_file(tiny_ref / "reference.safetensors")
-    model = HunyuanForCausalLM.from_pretrained(tiny_ref)
+    model = load_pretrained(tiny_ref)
     steps = ref["decode.step_logits"].shape[1] - 1
     ids, logits = greedy_with_cache(model, ref["decode.prompt_ids"], steps)
     assert torch.equal(ids, ref["decode.generated_ids"])

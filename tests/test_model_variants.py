@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hunyuan_large.checkpoint import hf_tensors
+from hunyuan_large.pretrained import hf_tensors
 
 from .conftest import make_model
 from .naive_reference import forward as naive_forward

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hunyuan_large import HunyuanForCausalLM
+from hunyuan_large import load_pretrained
 
 TOL = 1e-4
 
@@ -14,7 +14,7 @@ TOL = 1e-4
 @pytest.fixture(params=["single", "sharded"])
 def loaded(request, tiny_ref):
     folder = tiny_ref if request.param == "single" else tiny_ref / "sharded"
-    return HunyuanForCausalLM.from_pretrained(folder), load_file(tiny_ref / "reference.safetensors")
+    return load_pretrained(folder), load_file(tiny_ref / "reference.safetensors")
 
 
 @torch.no_grad()

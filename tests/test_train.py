@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hunyuan_large import HunyuanForCausalLM
+from hunyuan_large import HunyuanForCausalLM, load_pretrained
 from hunyuan_large.train import RunConfig, Trainer
 from hunyuan_large.train.config import RunConfigError
 from hunyuan_large.train.export import export_run
@@ -157,7 +157,7 @@ def test_export_gives_a_release_style_folder(tmp_path):
     out = export_run(cfg.run_dir, tmp_path / "hf")
     for name in ("config.json", "model.safetensors", "hy.tiktoken", "tokenizer_config.json", "generation_config.json"):
         assert (out / name).exists(), name
-    model = HunyuanForCausalLM.from_pretrained(out)
+    model = load_pretrained(out)
     ids = torch.randint(0, model.config.vocab_size, (1, 10))
     trainer.model.eval()
     assert torch.equal(model(ids).logits, trainer.model(ids).logits)

@@ -6,9 +6,8 @@ import argparse
 
 import torch
 
-from ..checkpoint import parse_size
 from ..errors import UserError
-from ..runtime import tune_cpu_allocator
+from ..runtime import parse_size, tune_cpu_allocator
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..accounting import kv_cache_bytes_per_token
-from ..checkpoint import load_pretrained
+from ..pretrained import load_pretrained
 from ..errors import UserError
 from ..model import HunyuanForCausalLM
 from ..tokenizer import VOCAB_FILE, HunyuanTokenizer

@@ -6,8 +6,6 @@ Shapes: B batch, T new tokens, S attended tokens (past + new), D hidden, V vocab
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -205,21 +203,6 @@ class HunyuanForCausalLM(nn.Module):
         if labels is not None:
             out.loss = causal_lm_loss(out.logits, labels)
         return out
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "auto",
-                        dtype: torch.dtype | str | None = None) -> "HunyuanForCausalLM":
-        """Load a model folder in the release's HF layout (see checkpoint.load_pretrained)."""
-        from ..checkpoint import load_pretrained
-
-        return load_pretrained(path, device=device, dtype=dtype)
-
-    def save_pretrained(self, path: str | Path, max_shard_size: int | str = "5GB",
-                        dtype: torch.dtype | str | None = None) -> None:
-        """Write config.json and safetensors weights under the release's tensor names."""
-        from ..checkpoint import save_pretrained
-
-        save_pretrained(self, path, max_shard_size=max_shard_size, dtype=dtype)
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import UserError
+from ..pretrained import save_pretrained
 from ..tokenizer import HunyuanTokenizer
 from .run_state import checkpoints, load_model
 
@@ -21,7 +22,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str | None 
     if not (ckpt / "dcp").is_dir():
         raise UserError(f"{ckpt} is not a checkpoint (have: {', '.join(p.name for p in found)})")
     model = load_model(ckpt)
-    model.save_pretrained(out_dir, dtype=dtype)
+    save_pretrained(model, out_dir, dtype=dtype)
     tokenizer = HunyuanTokenizer.from_pretrained(run_dir / "tokenizer")
     tokenizer.save(out_dir)
     generation = {"eos_token_id": [tokenizer.eod_id, tokenizer.chat_eos_id], "pad_token_id": tokenizer.pad_id,

@@ -25,6 +25,7 @@ from ..accounting import count_params, flops_per_token
 from ..config import padded_vocab
 from ..errors import UserError
 from ..model import HunyuanForCausalLM
+from ..pretrained import load_pretrained
 from ..report import human
 from ..runtime import tune_cpu_allocator
 from .config import RunConfig
@@ -78,7 +79,7 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.model_cfg = cfg.model_config(padded_vocab(self.tokenizer.vocab_size), self.tokenizer.pad_id)
         if cfg.model.init_from:
-            model = HunyuanForCausalLM.from_pretrained(cfg.model.init_from, device="cpu")
+            model = load_pretrained(cfg.model.init_from, device="cpu")
             model.config = self.model_cfg = cfg.model_config(model.config.vocab_size, model.config.pad_token_id)
         else:
             model = HunyuanForCausalLM(self.model_cfg)

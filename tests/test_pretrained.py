@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from hunyuan_large import HunyuanForCausalLM
-from hunyuan_large.checkpoint import CheckpointError, hf_tensors, load_pretrained, parse_size
+from hunyuan_large.pretrained import CheckpointError, hf_tensors, load_pretrained, save_pretrained
+from hunyuan_large.runtime import parse_size
 
 from .conftest import make_model
 
@@ -21,14 +21,14 @@ def _official_names(folder):
 
 
 def test_round_trip_of_reference_is_bit_exact_with_official_names(tiny_ref, tmp_path):
-    model = HunyuanForCausalLM.from_pretrained(tiny_ref)
-    model.save_pretrained(tmp_path)
+    model = load_pretrained(tiny_ref)
+    save_pretrained(model, tmp_path)
     assert _official_names(tmp_path) == set(load_file(tiny_ref / "model.safetensors"))
     saved, original = load_file(tmp_path / "model.safetensors"), load_file(tiny_ref / "model.safetensors")
     assert all(torch.equal(saved[k], original[k]) for k in original)
     written = json.loads((tmp_path / "config.json").read_text())
     assert set(written) == set(json.loads((tiny_ref / "config.json").read_text()))
-    again = HunyuanForCausalLM.from_pretrained(tmp_path)
+    again = load_pretrained(tmp_path)
     for (n, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
         assert torch.equal(a, b), n
 
@@ -36,23 +36,23 @@ def test_round_trip_of_reference_is_bit_exact_with_official_names(tiny_ref, tmp_
 @pytest.mark.parametrize("overrides", [{}, {"tie_word_embeddings": False}, {"num_experts": 1}])
 def test_sharded_save_and_load(tmp_path, overrides):
     model = make_model(**overrides)
-    model.save_pretrained(tmp_path, max_shard_size="100KB")
+    save_pretrained(model, tmp_path, max_shard_size="100KB")
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
     shards = set(index["weight_map"].values())
     assert len(shards) > 1 and all((tmp_path / s).exists() for s in shards)
     assert ("lm_head.weight" in index["weight_map"]) == (not model.config.tie_word_embeddings)
-    again = HunyuanForCausalLM.from_pretrained(tmp_path)
+    again = load_pretrained(tmp_path)
     ids = torch.randint(0, 256, (1, 7))
     assert torch.equal(model(ids).logits, again(ids).logits)
     # A later single-file save replaces the shards instead of being shadowed by them.
-    model.save_pretrained(tmp_path)
+    save_pretrained(model, tmp_path)
     assert not (tmp_path / "model.safetensors.index.json").exists()
     assert not list(tmp_path.glob("model-*-of-*.safetensors"))
 
 
 def test_legacy_bin_shards_with_index(tmp_path):
     model = make_model(seed=5)
-    model.save_pretrained(tmp_path / "src")
+    save_pretrained(model, tmp_path / "src")
     tensors = load_file(tmp_path / "src" / "model.safetensors")
     names = sorted(tensors)
     half = len(names) // 2
@@ -65,7 +65,7 @@ def test_legacy_bin_shards_with_index(tmp_path):
         torch.save({n: tensors[n].to(torch.bfloat16) for n in part}, out / fname)
         weight_map.update({n: fname for n in part})
     (out / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    loaded = HunyuanForCausalLM.from_pretrained(out)
+    loaded = load_pretrained(out)
     for name, t in hf_tensors(loaded).items():
         assert torch.equal(t, tensors[name].to(torch.bfloat16).float()), name
 
@@ -76,7 +76,7 @@ def test_ignores_rotary_buffers_and_tied_lm_head(tiny_ref, tmp_path):
     tensors["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(8)
     save_file(tensors, tmp_path / "model.safetensors")
     (tmp_path / "config.json").write_text((tiny_ref / "config.json").read_text())
-    model = HunyuanForCausalLM.from_pretrained(tmp_path)
+    model = load_pretrained(tmp_path)
     assert torch.equal(model.lm_head.weight, tensors["model.embed_tokens.weight"])
 
 
@@ -91,23 +91,23 @@ def test_errors_name_missing_unexpected_and_misshaped_tensors(tiny_ref, tmp_path
     del missing["model.layers.2.mlp.experts.3.up_proj.weight"]
     _write(tmp_path, missing, tiny_ref)
     with pytest.raises(CheckpointError, match=r"lacks 1 tensors: model\.layers\.2\.mlp\.experts\.3\.up_proj"):
-        HunyuanForCausalLM.from_pretrained(tmp_path)
+        load_pretrained(tmp_path)
     extra = dict(base, **{"model.layers.1.self_attn.k_proj.weight": torch.zeros(32, 64)})
     _write(tmp_path, extra, tiny_ref)
     with pytest.raises(CheckpointError, match=r"unexpected tensors: model\.layers\.1\.self_attn\.k_proj"):
-        HunyuanForCausalLM.from_pretrained(tmp_path)
+        load_pretrained(tmp_path)
     bad = dict(base, **{"model.norm.weight": torch.ones(65)})
     _write(tmp_path, bad, tiny_ref)
     with pytest.raises(CheckpointError, match=r"model\.norm\.weight has shape \[65\].*expects \[64\]"):
-        HunyuanForCausalLM.from_pretrained(tmp_path)
+        load_pretrained(tmp_path)
 
 
 def test_missing_folder_or_weights_is_one_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
-        HunyuanForCausalLM.from_pretrained(tmp_path / "nope")
+        load_pretrained(tmp_path / "nope")
     make_model().config.save(tmp_path)
     with pytest.raises(CheckpointError, match="no weights in"):
-        HunyuanForCausalLM.from_pretrained(tmp_path)
+        load_pretrained(tmp_path)
 
 
 def test_meta_build_reads_no_weights(tiny_ref):
@@ -117,7 +117,7 @@ def test_meta_build_reads_no_weights(tiny_ref):
 
 def test_bf16_save_keeps_router_fp32_in_memory(tmp_path):
     model = make_model()
-    model.save_pretrained(tmp_path, dtype="bfloat16")
+    save_pretrained(model, tmp_path, dtype="bfloat16")
     assert json.loads((tmp_path / "config.json").read_text())["torch_dtype"] == "bfloat16"
     assert load_file(tmp_path / "model.safetensors")["model.norm.weight"].dtype == torch.bfloat16
     loaded = load_pretrained(tmp_path, device="cpu", dtype="bfloat16")

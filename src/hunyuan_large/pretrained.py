@@ -1,4 +1,7 @@
-"""Model folders in the release's HF layout: config.json + weights under the official names.
+"""Model folders (HF layout): config.json + weights under the official names; distinct from a
+run's training checkpoints (train/run_state.py).
+
+The release's layout: config.json + weights under the official names.
 
 Reads one `model.safetensors`, sharded safetensors with `model.safetensors.index.json`, or legacy
 `pytorch_model*.bin` (with `pytorch_model.bin.index.json`), always with `weights_only=True`.
@@ -21,28 +24,16 @@ from safetensors.torch import save_file
 from .config import ModelConfig
 from .errors import UserError
 from .model import HunyuanForCausalLM
-from .runtime import resolve_device
+from .runtime import DTYPES, parse_size, resolve_device, resolve_dtype
 
 SAFE_SINGLE, SAFE_INDEX = "model.safetensors", "model.safetensors.index.json"
 BIN_SINGLE, BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
 # Non-persistent RoPE buffers some exporters write anyway; never weights.
 _ROTARY = re.compile(r"rotary_emb\.(inv_freq|cos_cached|sin_cached)$")
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class CheckpointError(UserError):
     """A model folder or weight file that does not match the model."""
-
-
-def resolve_dtype(dtype: torch.dtype | str | None, default: torch.dtype) -> torch.dtype:
-    """A torch dtype from a dtype, its name, or None (-> default)."""
-    if dtype is None:
-        return default
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in _DTYPES:
-        raise CheckpointError(f"dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
-    return _DTYPES[dtype]
 
 
 def hf_tensors(model: HunyuanForCausalLM) -> dict[str, torch.Tensor]:
@@ -175,19 +166,6 @@ def load_pretrained(
     return model.eval()
 
 
-def parse_size(size: int | str) -> int:
-    """Bytes from an int or a string like '5GB', '500MB', '2GiB'."""
-    if isinstance(size, int):
-        return size
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B)?\s*", size, re.IGNORECASE)
-    if not m:
-        raise UserError(f"size {size!r} is not like '5GB' or '500MB'")
-    unit = (m.group(2) or "B").upper()
-    base = 1024 if "I" in unit else 1000
-    power = {"B": 0, "K": 1, "M": 2, "G": 3, "T": 4}[unit[0]]
-    return int(float(m.group(1)) * base**power)
-
-
 def _plan_shards(sizes: list[tuple[str, int]], limit: int) -> list[list[str]]:
     shards: list[list[str]] = [[]]
     used = 0
@@ -230,5 +208,5 @@ def save_pretrained(
     if len(shards) > 1:
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         (folder / SAFE_INDEX).write_text(json.dumps(index, indent=2) + "\n")
-    dtype_name = {v: k for k, v in _DTYPES.items()}[dt]
+    dtype_name = {v: k for k, v in DTYPES.items()}[dt]
     model.config.replace(torch_dtype=dtype_name).save(folder / "config.json")
