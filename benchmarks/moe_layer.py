@@ -19,6 +19,7 @@ from torch import nn
 
 from common import machine, print_json, print_table, time_interleaved
 from hunyuan_large import ModelConfig
+from hunyuan_large.infer.decode_layout import prepare_for_decode
 from hunyuan_large.model.layers import SwiGLU
 from hunyuan_large.model.moe import MoE
 from hunyuan_large.runtime import tune_cpu_allocator
@@ -103,8 +104,9 @@ def main() -> None:
     fns["dense"] = train_step(dense, x, grad)
     t = time_interleaved(fns, args.repeats, warmup=3)  # the allocator settles after a few steps
 
-    # Decode: one token, inference mode, against the selected expert + shared expert run densely.
-    ours.eval()
+    # Decode: one token through the engine's decode layout, against the selected expert + shared
+    # expert run densely.
+    ours = prepare_for_decode(ours)
     x1 = torch.randn(1, 1, args.hidden)
     with torch.no_grad():
         e = int(ours.gate(x1.view(1, -1)).argmax())

@@ -24,6 +24,7 @@ from hunyuan_large.accounting import flops_per_token
 from hunyuan_large.model.moe import MoE
 from hunyuan_large.runtime import tune_cpu_allocator
 from hunyuan_large.train.mfu import measure_peak_flops
+from hunyuan_large.train.config import TrainSection
 from hunyuan_large.train.optim import build_optimizer
 from moe_layer import NaiveMoE
 
@@ -40,7 +41,7 @@ class NaiveBlock(torch.nn.Module):
 
 
 def step_fn(model, batch, aux_coef: float = 0.01):
-    opt = build_optimizer(model, 1e-4, 0.1, 0.31, (0.9, 0.95), 1e-8)
+    opt = build_optimizer(model, TrainSection(lr=1e-4, weight_decay=0.1, beta1=0.9, beta2=0.95, eps=1e-8), 0.31)
 
     def step():
         out = model(batch[:, :-1])

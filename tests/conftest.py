@@ -36,3 +36,11 @@ def make_model(seed: int = 0, **overrides) -> HunyuanForCausalLM:
             if name.endswith("layernorm.weight") or name.endswith("norm.weight"):
                 p.copy_(1 + 0.2 * torch.randn_like(p))
     return model.eval()
+
+
+def dense_weights(routing, num_experts: int) -> torch.Tensor:
+    """(N, E) combine weight per token and expert (0 = not selected), like the release's."""
+    N = routing.expert.shape[0]
+    out = torch.zeros(N, num_experts + 1, dtype=routing.weight.dtype, device=routing.weight.device)
+    out.scatter_add_(1, torch.where(routing.dropped, num_experts, routing.expert), routing.weight)
+    return out[:, :num_experts]

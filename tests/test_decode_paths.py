@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from hunyuan_large import ModelConfig
-from hunyuan_large.model.attention import single_query_attention
-from hunyuan_large.model.matmul import matmul
+from hunyuan_large.infer.decode_layout import prepare_for_decode, single_query_attention
+from hunyuan_large.infer.matmul import matmul
 from hunyuan_large.model.moe import MoE
 from hunyuan_large.model.rope import apply_rope, rope_cos_sin
 from hunyuan_large.model.routing import combine_weights, dropless_choice, top_k_choice
@@ -79,8 +79,8 @@ def test_fused_moe_equals_the_unfused_block(k, shared_width, stacked):
     moe = _moe(k, shared_width)
     ref = copy.deepcopy(moe)
     before = {n: t.clone() for n, t in moe.state_dict().items()}
-    moe.fuse_projections()
-    moe.fuse_projections()  # idempotent
+    prepare_for_decode(moe)
+    prepare_for_decode(moe)  # idempotent
     assert moe.shared_in_stack is stacked
     after = moe.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(after[n], before[n]) for n in before)

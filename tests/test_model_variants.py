@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hunyuan_large.infer.decode_layout import prepare_for_decode
 from hunyuan_large.pretrained import hf_tensors
 
-from .conftest import make_model
+from .conftest import dense_weights, make_model
 from .naive_reference import forward as naive_forward
 
 VARIANTS = {
@@ -46,7 +47,7 @@ def test_matches_naive_reference(name):
     for got, want in zip(out.hidden_states, want_hidden):
         assert (got - want).abs().max() <= 1e-4
     for routing, want in zip(out.routing or [], want_combine):
-        got = routing.dense_weights(model.config.num_experts)
+        got = dense_weights(routing, model.config.num_experts)
         assert torch.equal(got > 0, want > 0)
         assert (got - want).abs().max() <= 1e-5
 
@@ -111,7 +112,7 @@ def test_fused_projections_keep_outputs_and_state(name):
     ids = torch.randint(0, 256, (2, 9))
     before = model(ids).logits
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    model.fuse_projections()
+    prepare_for_decode(model)
     assert (model(ids).logits - before).abs().max() <= 1e-5
     after = model.state_dict()
     assert after.keys() == state.keys() and all(torch.equal(after[k], state[k]) for k in state)

@@ -13,7 +13,7 @@ import torch
 
 from hunyuan_large import HunyuanForCausalLM, load_pretrained
 from hunyuan_large.train import RunConfig, Trainer
-from hunyuan_large.train.config import RunConfigError
+from hunyuan_large.train.config import RunConfigError, TrainSection
 from hunyuan_large.train.export import export_run
 from hunyuan_large.train.optim import build_optimizer, surge_expert_scale, surge_optimal_lr
 from hunyuan_large.train.run_state import checkpoints, load_model
@@ -68,7 +68,8 @@ def test_schedule_has_three_phases_and_anneals_to_a_tenth(decay):
 
 def test_routed_experts_get_the_scaled_learning_rate():
     model = make_model()
-    opt = build_optimizer(model, lr=1e-3, weight_decay=0.1, expert_lr_scale=0.31, betas=(0.9, 0.95), eps=1e-8)
+    opt = build_optimizer(model, TrainSection(lr=1e-3, weight_decay=0.1, beta1=0.9, beta2=0.95, eps=1e-8),
+                          expert_lr_scale=0.31)
     groups = {g["name"]: g for g in opt.param_groups}
     assert groups["expert"]["lr"] == pytest.approx(0.31e-3) and groups["base"]["lr"] == 1e-3
     ids = lambda g: {id(p) for p in groups[g]["params"]}  # noqa: E731

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, check
 
 
 class ConfigError(UserError):
@@ -136,9 +137,7 @@ class ModelConfig:
     def validate(self) -> None:
         """Reject invalid values with one line naming the value and what is allowed."""
 
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise ConfigError(msg)
+        need = functools.partial(check, error=ConfigError)
 
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                      "num_key_value_heads", "intermediate_size", "num_experts", "moe_topk",

@@ -16,6 +16,8 @@ from .infer import Engine, EngineConfig, SamplingParams
 from .train import RunConfig, Trainer
 from .train.export import export_run
 
+SAMPLE_PROMPTS = ["def fibonacci(n):\n", "import os\n\n\ndef ", "class Stack:\n    def __init__(self):\n"]
+
 
 def run_demo(config: str | None = None, overrides: list[str] | None = None) -> None:
     """Train the demo run (resuming if interrupted), then print samples and a summary."""
@@ -27,10 +29,10 @@ def run_demo(config: str | None = None, overrides: list[str] | None = None) -> N
         return
     model_dir = export_run(result.run_dir, Path(result.run_dir) / "model")
     engine = Engine(trainer.model, trainer.tokenizer, config=EngineConfig(max_batch=4, max_len=512))
-    prompts = [engine.encode_prompt(p) for p in cfg.train.sample_prompts]  # <|startoftext|> + text
+    prompts = [engine.encode_prompt(p) for p in SAMPLE_PROMPTS]  # <|startoftext|> + text
     stop = (trainer.tokenizer.eod_id,)
     params = SamplingParams(temperature=0.6, top_k=20, max_new_tokens=60, seed=0, stop_token_ids=stop)
-    for i, (prompt, out) in enumerate(zip(cfg.train.sample_prompts, engine.generate(prompts, params))):
+    for i, (prompt, out) in enumerate(zip(SAMPLE_PROMPTS, engine.generate(prompts, params))):
         console.rule(f"sample {i + 1}")
         console.print(prompt + trainer.tokenizer.decode(out.token_ids), markup=False, highlight=False)
     s = result.summary

@@ -22,10 +22,10 @@ import tiktoken
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from .errors import UserError
+from .generation_config import eos_token_ids, read_generation_config
 
 VOCAB_FILE = "hy.tiktoken"
 CONFIG_FILE = "tokenizer_config.json"
-GENERATION_CONFIG_FILE = "generation_config.json"
 
 # The release's pre-tokenisation: cl100k's alternatives, except one digit per piece (`\p{N}`).
 PATTERN = (
@@ -113,21 +113,6 @@ def read_ranks(path: str | os.PathLike[str]) -> dict[bytes, int]:
     return ranks
 
 
-def _read_stop_ids(folder: Path) -> tuple[int, ...] | None:
-    """`eos_token_id` (an id or a list) of a folder's generation_config.json, or None without one."""
-    path = folder / GENERATION_CONFIG_FILE
-    if not path.exists():
-        return None
-    try:
-        eos = json.loads(path.read_text()).get("eos_token_id")
-    except (json.JSONDecodeError, AttributeError):
-        raise TokenizerError(f"{path} is not a JSON object") from None
-    ids = [eos] if isinstance(eos, int) else eos
-    if not isinstance(ids, list) or not ids or not all(isinstance(i, int) for i in ids):
-        raise TokenizerError(f"{path}: eos_token_id must be an id or a list of ids, got {eos!r}")
-    return tuple(ids)
-
-
 class HunyuanTokenizer:
     """A tiktoken-format vocabulary (the release's `hy.tiktoken` or a trained one) + the 209 specials."""
 
@@ -163,7 +148,8 @@ class HunyuanTokenizer:
         folder = Path(folder)
         if not (folder / VOCAB_FILE).is_file():
             raise TokenizerError(f"{folder} has no {VOCAB_FILE} (a tokenizer folder holds {VOCAB_FILE})")
-        return cls(read_ranks(folder / VOCAB_FILE), _read_stop_ids(folder))
+        stops = eos_token_ids(read_generation_config(folder) or {}, folder)
+        return cls(read_ranks(folder / VOCAB_FILE), stops or None)  # none: the release's chat stops
 
     def save(self, folder: str | os.PathLike[str]) -> None:
         """Write `hy.tiktoken` and `tokenizer_config.json` as in the release's model folders."""

@@ -7,7 +7,8 @@ import tomllib
 from typing import Any
 
 
-def _value(v: Any) -> str:
+def format_value(v: Any) -> str:
+    """One TOML value (scalar, array or inline table) as text."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
@@ -15,9 +16,9 @@ def _value(v: Any) -> str:
     if isinstance(v, str):
         return json.dumps(v)  # a valid TOML basic string
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
+        return "[" + ", ".join(format_value(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {_value(x)}" for k, x in v.items()) + "}"
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {format_value(x)}" for k, x in v.items()) + "}"
     if v is None:
         raise ValueError("TOML has no null; leave the key out")
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
@@ -28,7 +29,7 @@ def dumps(sections: dict[str, dict[str, Any]]) -> str:
     out = []
     for name, body in sections.items():
         out.append(f"[{name}]")
-        out += [f"{k} = {_value(v)}" for k, v in body.items() if v is not None]
+        out += [f"{k} = {format_value(v)}" for k, v in body.items() if v is not None]
         out.append("")
     return "\n".join(out)
 

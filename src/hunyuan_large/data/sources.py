@@ -39,12 +39,6 @@ class SourceStats:
     bad_records: int = 0
     skipped_files: list[str] = field(default_factory=list)
 
-    def merge(self, other: "SourceStats") -> None:
-        for name in ("files", "documents", "bytes", "empty_skipped", "undecodable_bytes",
-                     "files_with_undecodable", "bad_records"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.skipped_files += other.skipped_files
-
 
 @dataclass
 class Document:

@@ -25,10 +25,10 @@ from ..pretrained import load_pretrained
 from ..errors import UserError
 from ..model import HunyuanForCausalLM
 from ..tokenizer import VOCAB_FILE, HunyuanTokenizer
+from .decode_layout import prepare_for_decode
 from .kv_cache import KVCache
 from .sampling import SamplingParams, load_generation_defaults, sample, top_logprobs
 from .text_stream import TextStream
-from .weight_layout import use_column_major_weights
 
 
 @dataclass
@@ -123,14 +123,13 @@ class _Sequence:
 class Engine:
     """Generates for many requests at once from one model and one preallocated KV cache.
 
-    The engine owns the model: it puts it in eval mode, fuses the q/k/v and gate/up projections
-    and stacks the shared expert with the routed ones (model.fuse_projections), and on CPU stores
-    its weights column-major (weight_layout.py).
+    The engine owns the model: it puts it in eval mode and in the decode layout
+    (decode_layout.prepare_for_decode: fused projections, lean MoE and attention kernels).
     """
 
     def __init__(self, model: HunyuanForCausalLM, tokenizer: HunyuanTokenizer | None = None,
                  defaults: SamplingParams | None = None, config: EngineConfig | None = None):
-        self.model = model.eval()
+        self.model = model
         self.tokenizer = tokenizer
         self.defaults = defaults or SamplingParams(temperature=0.0)
         self.config = config = config or EngineConfig()
@@ -140,9 +139,7 @@ class Engine:
                             f"{cfg.vocab_size} embedding rows")
         weight = model.model.embed_tokens.weight
         self.device, self.dtype = weight.device, weight.dtype
-        model.fuse_projections()  # one GEMM for q/k/v and for each gate/up pair
-        if self.device.type == "cpu":
-            use_column_major_weights(model)  # faster decode GEMVs on CPU; same values
+        prepare_for_decode(model)
         max_len = config.max_len or default_max_len(model, config.max_batch, config.cache_memory)
         self.cache = KVCache(cfg, config.max_batch, max_len, self.dtype, self.device)
         self.waiting: deque[_Sequence] = deque()

@@ -10,15 +10,14 @@ top_p), then one draw from the request's own seeded generator. Temperature 0 is 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, check, is_int, is_number
+from ..generation_config import GENERATION_CONFIG, eos_token_ids, read_generation_config
 
-GENERATION_CONFIG = "generation_config.json"
 GREEDY_BELOW = 1e-5  # temperatures below this are greedy (dividing by them would overflow)
 
 
@@ -37,25 +36,21 @@ class SamplingParams:
     logprobs: int | None = None  # None: off; n: the chosen token's log-probability and the top n
 
     def __post_init__(self) -> None:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise UserError(msg)
-
-        need(self.max_new_tokens is None or _is_int(self.max_new_tokens) and self.max_new_tokens >= 1,
-             f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
-        need(_is_number(self.temperature) and self.temperature >= 0,
-             f"temperature must be a number >= 0, got {self.temperature!r}")
-        need(_is_int(self.top_k) and self.top_k >= 0, f"top_k must be an integer >= 0, got {self.top_k!r}")
-        need(_is_number(self.top_p) and 0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p!r}")
-        need(_is_number(self.repetition_penalty) and self.repetition_penalty > 0,
-             f"repetition_penalty must be a number > 0, got {self.repetition_penalty!r}")
-        need(self.seed is None or _is_int(self.seed) and 0 <= self.seed < 2**63,
-             f"seed must be an integer in [0, 2**63), got {self.seed!r}")
-        need(all(_is_int(i) and i >= 0 for i in self.stop_token_ids),
-             f"stop_token_ids must be integers >= 0, got {self.stop_token_ids!r}")
-        need(all(isinstance(s, str) and s for s in self.stop), f"stop must be non-empty strings, got {self.stop!r}")
-        need(self.logprobs is None or _is_int(self.logprobs) and self.logprobs >= 0,
-             f"logprobs must be an integer >= 0, got {self.logprobs!r}")
+        check(self.max_new_tokens is None or is_int(self.max_new_tokens) and self.max_new_tokens >= 1,
+              f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+        check(is_number(self.temperature) and self.temperature >= 0,
+              f"temperature must be a number >= 0, got {self.temperature!r}")
+        check(is_int(self.top_k) and self.top_k >= 0, f"top_k must be an integer >= 0, got {self.top_k!r}")
+        check(is_number(self.top_p) and 0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p!r}")
+        check(is_number(self.repetition_penalty) and self.repetition_penalty > 0,
+              f"repetition_penalty must be a number > 0, got {self.repetition_penalty!r}")
+        check(self.seed is None or is_int(self.seed) and 0 <= self.seed < 2**63,
+              f"seed must be an integer in [0, 2**63), got {self.seed!r}")
+        check(all(is_int(i) and i >= 0 for i in self.stop_token_ids),
+              f"stop_token_ids must be integers >= 0, got {self.stop_token_ids!r}")
+        check(all(isinstance(s, str) and s for s in self.stop), f"stop must be non-empty strings, got {self.stop!r}")
+        check(self.logprobs is None or is_int(self.logprobs) and self.logprobs >= 0,
+              f"logprobs must be an integer >= 0, got {self.logprobs!r}")
 
     @property
     def greedy(self) -> bool:
@@ -67,30 +62,15 @@ class SamplingParams:
         return dataclasses.replace(self, **changes)
 
 
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 def load_generation_defaults(folder: str | Path) -> SamplingParams:
     """SamplingParams from a model folder's `generation_config.json` (neutral values without one).
 
     `do_sample: false` (or absent) means greedy; `eos_token_id` (an id or a list) gives the stop ids.
     """
-    path = Path(folder) / GENERATION_CONFIG
-    if not path.exists():
+    g = read_generation_config(folder)
+    if g is None:
         return SamplingParams(temperature=0.0)
-    try:
-        g = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(g, dict):
-        raise UserError(f"{path} must hold a JSON object")
-    eos = g.get("eos_token_id")
-    stop_ids = () if eos is None else tuple(eos) if isinstance(eos, list) else (eos,)
+    stop_ids = eos_token_ids(g, folder)
     try:
         return SamplingParams(
             max_new_tokens=g.get("max_new_tokens"),
@@ -101,7 +81,7 @@ def load_generation_defaults(folder: str | Path) -> SamplingParams:
             stop_token_ids=stop_ids,
         )
     except UserError as e:
-        raise UserError(f"{path}: {e}") from None
+        raise UserError(f"{Path(folder) / GENERATION_CONFIG}: {e}") from None
 
 
 def penalize_repetition(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:

@@ -25,12 +25,6 @@ class TextStream:
         self.sent = 0  # characters already handed out by `take`
         self.stopped = False  # a stop string appeared
 
-    def token_text(self, token_id: int) -> str:
-        """The text of one token on its own (a special token's name; '' beyond the vocabulary)."""
-        if token_id >= self.tokenizer.vocab_size:
-            return ""
-        return self.tokenizer.token_bytes(token_id).decode("utf-8", errors="replace")
-
     def add(self, token_id: int) -> None:
         """Append one generated id; sets `stopped` if the text now contains a stop string."""
         if self.stopped or token_id >= self.tokenizer.n_ranks:  # specials and unused rows: no text

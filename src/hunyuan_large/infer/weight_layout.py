@@ -1,12 +1,11 @@
 """A CPU weight layout for decoding: every matrix stored column-major, same shapes and values.
 
 Decode multiplies a few rows by each weight, a GEMV bound by how fast the weight streams from
-memory. With the usual row-major weight, `x @ W.T` runs MKL's dot-product GEMV, which on these AMD
-cores streams ~9 GB/s whatever the shape; with W column-major (W.T contiguous) it runs the
-column (axpy) form at 11-19 GB/s, more for more output rows (measured, 1 thread: 512x512 11,
-1024x512 18, the 8192x512 LM head 19 GB/s). Prefill GEMMs run about as fast either way. Only the
-memory order changes (a transposed copy viewed back), so module names, shapes, state dicts and
-results stay the same up to float rounding order.
+memory. With the usual row-major weight, `x @ W.T` runs MKL's dot-product GEMV; with W column-major
+(W.T contiguous) it runs the column (axpy) form, which streams faster on the CPUs we measured
+(docs/benchmarks.md, "Decode layout"). Prefill GEMMs run about as fast either way. Only the memory
+order changes (a transposed copy viewed back), so module names, shapes, state dicts and results
+stay the same up to float rounding order.
 """
 
 from __future__ import annotations

@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from .layers import RMSNorm, fuse_linears, rms_normalize
-from .matmul import Linear, matmul
+from .layers import RMSNorm, rms_normalize
 from .rope import apply_rope
 
 SharedKV = tuple[torch.Tensor, torch.Tensor]  # (unit-RMS k after RoPE, v), each (B, Hkv, S, d)
@@ -46,32 +45,22 @@ class Attention(nn.Module):
         self.owns_kv = cfg.owns_kv(layer_idx)
         self.dropout = cfg.attention_dropout
         d, D = self.head_dim, cfg.hidden_size
-        self.q_proj = Linear(D, self.n_heads * d)
+        self.q_proj = nn.Linear(D, self.n_heads * d, bias=False)
         if self.owns_kv:
-            self.k_proj = Linear(D, self.n_kv * d)
-            self.v_proj = Linear(D, self.n_kv * d)
-        self.o_proj = Linear(self.n_heads * d, D)
-        self.fused_qkv: torch.Tensor | None = None  # (D, (Hq + 2 Hkv) d), see fuse_projections
+            self.k_proj = nn.Linear(D, self.n_kv * d, bias=False)
+            self.v_proj = nn.Linear(D, self.n_kv * d, bias=False)
+        self.o_proj = nn.Linear(self.n_heads * d, D, bias=False)
         if cfg.use_qk_norm:
             self.query_layernorm = RMSNorm(d, cfg.rms_norm_eps)
             self.key_layernorm = RMSNorm(d, cfg.rms_norm_eps)
         else:
             self.query_layernorm = self.key_layernorm = None
 
-    def fuse_projections(self) -> None:
-        """Compute q, k and v as one GEMM from now on (inference; owner layers only)."""
-        if self.owns_kv and self.fused_qkv is None:
-            self.fused_qkv = fuse_linears([self.q_proj, self.k_proj, self.v_proj])
-
     def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """q (B, T, Hq, d) and, in owner layers, k and v (B, T, Hkv, d); q and k after RoPE and,
         with QK-norm, at unit RMS (the norms' weights are applied in forward)."""
         B, T, _ = x.shape
         Hq, Hkv, d = self.n_heads, self.n_kv, self.head_dim
-        if self.fused_qkv is not None:  # one GEMM; q and k rotated and normalised as one tensor
-            qkv = matmul(x, self.fused_qkv).view(B, T, Hq + 2 * Hkv, d)
-            qk = self._unit(apply_rope(qkv[:, :, : Hq + Hkv], cos, sin))
-            return qk[:, :, :Hq], qk[:, :, Hq:], qkv[:, :, Hq + Hkv :]
         q = self._unit(apply_rope(self.q_proj(x).view(B, T, Hq, d), cos, sin))
         if not self.owns_kv:
             return q, None, None
@@ -79,7 +68,7 @@ class Attention(nn.Module):
         return q, k, self.v_proj(x).view(B, T, Hkv, d)
 
     def _unit(self, t: torch.Tensor) -> torch.Tensor:
-        """Heads at unit RMS with QK-norm; unchanged without."""
+        """Heads at unit RMS with QK-norm; unchanged without (q and k share the eps)."""
         return t if self.query_layernorm is None else rms_normalize(t, self.query_layernorm.eps)
 
     def forward(
@@ -91,7 +80,6 @@ class Attention(nn.Module):
         shared_kv: SharedKV | None = None,
         cache: KVStore | None = None,
     ) -> tuple[torch.Tensor, SharedKV]:
-        B, T, _ = x.shape
         q, k, v = self._qkv(x, cos, sin)
         if self.owns_kv:
             k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, Hkv, T, d)
@@ -103,32 +91,17 @@ class Attention(nn.Module):
             k, v = shared_kv
         if self.query_layernorm is not None:  # both norms' weights on the query (module docstring)
             q = q * (self.query_layernorm.weight * self.key_layernorm.weight)
-        if T == 1 and q.device.type == "cpu" and not self.training:
-            out = single_query_attention(q * self.head_dim**-0.5, k, v, mask)
-        else:
-            out = F.scaled_dot_product_attention(
-                q.transpose(1, 2), k, v,  # (B, Hq, T, d), (B, Hkv, S, d), (B, Hkv, S, d)
-                attn_mask=mask,
-                dropout_p=self.dropout if self.training else 0.0,
-                is_causal=mask is None and T > 1,
-                enable_gqa=self.n_heads != self.n_kv,
-            )
-            out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
-        return self.o_proj(out), (k, v)
+        return self.o_proj(self._attend(q, k, v, mask)), (k, v)
 
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """q (B, T, Hq, d) over k, v (B, Hkv, S, d) -> (B, T, Hq*d)."""
+        B, T = q.shape[:2]
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k, v,  # (B, Hq, T, d), (B, Hkv, S, d), (B, Hkv, S, d)
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=mask is None and T > 1,
+            enable_gqa=self.n_heads != self.n_kv,
+        )
+        return out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
 
-def single_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                           mask: torch.Tensor | None) -> torch.Tensor:
-    """Decode attention, one scaled query per row: q (B, 1, Hq, d), k and v (B, Hkv, S, d),
-    additive mask (B, 1, 1, S) or None -> (B, 1, Hq*d).
-
-    Two batched products and a softmax, query head h reading KV head h // (Hq/Hkv) as SDPA's GQA
-    does; on CPU, SDPA's kernel costs about twice as much for a single query (measured, 1 thread:
-    B=16 S=200 360 -> 194 us, B=1 S=2000 225 -> 128 us).
-    """
-    B, _, Hq, d = q.shape
-    Hkv = k.shape[1]
-    scores = q.view(B, Hkv, Hq // Hkv, d) @ k.transpose(-1, -2)  # (B, Hkv, Hq/Hkv, S)
-    if mask is not None:
-        scores = scores + mask
-    return (scores.softmax(-1) @ v).view(B, 1, Hq * d)

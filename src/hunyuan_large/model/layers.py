@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .matmul import Linear, matmul
 
 
 class RMSNorm(nn.Module):
@@ -31,39 +30,14 @@ def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
     return (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
-def fuse_linears(linears: list[nn.Linear]) -> torch.Tensor:
-    """One (in, sum of outs) matrix holding the linears' weights; they become views into it.
-
-    `x @ fused` equals `cat([l(x) for l in linears], -1)` as one GEMM: at decode, one wide GEMV
-    streams its weights faster than several narrow ones. Parameter names, shapes and values stay.
-    An inference-time step: moving the module afterwards would separate the views again.
-    """
-    fused = torch.cat([lin.weight.detach().t() for lin in linears], dim=1).contiguous()
-    start = 0
-    for lin in linears:
-        n = lin.weight.shape[0]
-        lin.weight.data = fused[:, start : start + n].t()
-        start += n
-    return fused
-
-
 class SwiGLU(nn.Module):
     """down(silu(gate(x)) * up(x)), no biases: the dense MLP, the shared expert, one expert."""
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.gate_proj = Linear(dim, hidden)
-        self.up_proj = Linear(dim, hidden)
-        self.down_proj = Linear(hidden, dim)
-        self.fused_gate_up: torch.Tensor | None = None  # (dim, 2 hidden), see fuse_projections
-
-    def fuse_projections(self) -> None:
-        """Compute gate and up as one GEMM from now on (inference; idempotent)."""
-        if self.fused_gate_up is None:
-            self.fused_gate_up = fuse_linears([self.gate_proj, self.up_proj])
+        self.gate_proj = nn.Linear(dim, hidden, bias=False)
+        self.up_proj = nn.Linear(dim, hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused_gate_up is not None:
-            gate, up = matmul(x, self.fused_gate_up).chunk(2, dim=-1)
-            return self.down_proj(F.silu(gate) * up)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))

@@ -7,7 +7,8 @@ Dispatch: the kept (token, choice) pairs are sorted by (expert, slot) into a pac
 rows whose expert segments have exact lengths (an [E, C, D] capacity buffer without its empty
 slots); one grouped GEMM per projection runs each segment against its expert's slice of the
 stacked [E, ., .] weights; a weighted index_add combines. Experts with no tokens cost nothing,
-so decode computes only the selected experts on the same path.
+so decode computes only the selected experts on the same path. (The engine's decode layout,
+infer/decode_layout.py, replaces this block with a leaner inference-only twin.)
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from ..config import ModelConfig
 from .expert_parallel import ExpertParallel, dispatch_to_experts
 from .grouped import grouped_swiglu
 from .layers import SwiGLU
-from .matmul import matmul
-from .routing import Routing, dropless_choice, route
+from .routing import Routing, route
 
 
 @dataclass
@@ -67,19 +67,6 @@ class RoutedExperts(nn.Module):
         """x (R, D) sorted by expert with `counts[e]` rows each, scaled by weight (R,) -> (R, D)."""
         return grouped_swiglu(x, _local(self.gate_up_proj), _local(self.down_proj), weight, counts)
 
-    def forward_one(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        """Expert `e` on rows x (n, D), plain (the decode path)."""
-        gate, up = matmul(x, self.gate_up_proj[e].t()).chunk(2, dim=-1)
-        return matmul(F.silu(gate) * up, self.down_proj[e].t())
-
-
-def _with_slot_e(stack: torch.Tensor, e: int) -> torch.Tensor:
-    """Slots e and E of an (E, out, in) expert stack whose storage holds one more slot E after it,
-    as one (2, in, out) strided view: the right operands of x @ W.T for the two matrices."""
-    E, out_dim, in_dim = stack.shape
-    return stack.as_strided((2, in_dim, out_dim), ((E - e) * stack.stride(0), stack.stride(2), stack.stride(1)),
-                            stack.storage_offset() + e * stack.stride(0))
-
 
 def _local(p: torch.Tensor) -> torch.Tensor:
     """This rank's experts of an expert-parallel (DTensor) weight; the weight itself otherwise."""
@@ -101,35 +88,6 @@ class MoE(nn.Module):
         self.experts = RoutedExperts(cfg)
         self.generator: torch.Generator | None = None  # set by the model for seeded recycling
         self.ep: ExpertParallel | None = None  # set when experts are sharded across ranks
-        self.shared_in_stack = False  # see fuse_projections
-
-    @torch.no_grad()
-    def fuse_projections(self) -> None:
-        """Inference: fuse the shared expert's gate/up and, when it is as wide as a routed expert,
-        store it as slot E of the stacked routed weights (parameters become views, values kept).
-
-        A decode row then runs its top-1 expert and the shared one as a single batched product
-        of two equal matrices, one per thread, instead of four GEMVs (see _expert_and_shared).
-        """
-        s = self.shared_mlp
-        if s is None:
-            return
-        s.fuse_projections()
-        ex = self.experts
-        E, F2, D = ex.gate_up_proj.shape
-        if self.ep is not None or self.top_k != 1 or s.gate_proj.weight.shape[0] * 2 != F2:
-            return
-        # Each slot column-major, as fuse_linears stores the shared expert's fused gate/up.
-        gate_up = torch.empty(E + 1, D, F2, dtype=ex.gate_up_proj.dtype, device=ex.gate_up_proj.device)
-        down = torch.empty(E + 1, F2 // 2, D, dtype=ex.down_proj.dtype, device=ex.down_proj.device)
-        gate_up = gate_up.transpose(1, 2)  # (E+1, 2F, D)
-        down = down.transpose(1, 2)  # (E+1, D, F)
-        gate_up[:E], gate_up[E] = ex.gate_up_proj, s.fused_gate_up.t()
-        down[:E], down[E] = ex.down_proj, s.down_proj.weight
-        ex.gate_up_proj.data, ex.down_proj.data = gate_up[:E], down[:E]
-        s.gate_proj.weight.data, s.up_proj.weight.data = gate_up[E, : F2 // 2], gate_up[E, F2 // 2 :]
-        s.down_proj.weight.data, s.fused_gate_up = down[E], gate_up[E].t()
-        self.shared_in_stack = True
 
     def forward(
         self, x: torch.Tensor, collect_stats: bool = False, return_routing: bool = False
@@ -143,15 +101,11 @@ class MoE(nn.Module):
         logits = self.gate(xf)  # (N, E) fp32
         probs = logits.softmax(dim=-1)
         policy = self.cfg.routing_policy if self.training else "dropless"
-        if (policy == "dropless" and self.ep is None
-                and not (torch.is_grad_enabled() or collect_stats or return_routing)):
-            out, routing = self._infer(xf, probs), None
-        else:
-            capacity = self.cfg.capacity(B * T) if policy != "dropless" else None
-            routing = route(probs, self.top_k, policy, capacity, self.generator)
-            out = self._with_shared(xf, self._dispatch_combine(xf, routing))
+        capacity = self.cfg.capacity(B * T) if policy != "dropless" else None
+        routing = route(probs, self.top_k, policy, capacity, self.generator)
+        out = self._with_shared(xf, self._dispatch_combine(xf, routing))
         stats = self._stats(logits, probs, routing) if collect_stats else None
-        return out.view(B, T, D), routing, stats
+        return out.view(B, T, D), routing if return_routing else None, stats
 
     def _dispatch_combine(self, xf: torch.Tensor, routing: Routing) -> torch.Tensor:
         expert = routing.expert.reshape(-1)  # (N*k,) token-major
@@ -171,50 +125,6 @@ class MoE(nn.Module):
     def _with_shared(self, xf: torch.Tensor, routed: torch.Tensor) -> torch.Tensor:
         """The block's output: shared expert (if any) + routed experts."""
         return routed if self.shared_mlp is None else self.shared_mlp(xf) + routed
-
-    def _expert_and_shared(self, e: int, weight: float, x: torch.Tensor) -> torch.Tensor:
-        """shared(x) + weight * expert_e(x) for one row x (1, D), with the shared expert in slot E.
-
-        Slots e and E of the stacked weights are one strided (2, ., .) view, so each projection is
-        one bmm over the two matrices.
-        """
-        gu, dn = self.experts.gate_up_proj, self.experts.down_proj
-        gate, up = torch.bmm(x.expand(2, 1, -1), _with_slot_e(gu, e)).chunk(2, dim=-1)  # (2, 1, F) each
-        y = torch.bmm(F.silu(gate) * up, _with_slot_e(dn, e))  # (2, 1, D): [expert e, shared]
-        return y[1] + y[0] * weight
-
-    def _infer(self, xf: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-        """Inference (dropless, no grad): each selected expert runs once on all of its rows; with the
-        shared expert added."""
-        if self.shared_in_stack and xf.shape[0] == 1:  # batch-1 decode, top-1: fewest ops
-            w, e = dropless_choice(probs, 1)
-            return self._expert_and_shared(e.item(), w.item(), xf)
-        w, idx = dropless_choice(probs, self.top_k)
-        w, flat = w.to(xf.dtype).reshape(-1), idx.reshape(-1)  # (N*k,) token-major
-        if flat.numel() > 4 * self.num_experts:  # prefill: sort rows into expert segments
-            order = torch.argsort(flat, stable=True)
-            counts = torch.bincount(flat, minlength=self.num_experts).tolist()
-            tokens = order // self.top_k
-            y = self.experts(xf[tokens], w[order], counts)
-            return self._with_shared(xf, torch.zeros_like(xf).index_add_(0, tokens, y))
-        if xf.shape[0] == 1:  # batch-1 decode: the row's k experts, nothing to scatter
-            out = None
-            for e, weight in zip(flat.tolist(), w.tolist()):
-                y = self.experts.forward_one(e, xf) * weight
-                out = y if out is None else out + y
-            return self._with_shared(xf, out)
-        rows_of: dict[int, list[int]] = {}  # decode: group the few rows in Python, no sort kernels
-        for r, e in enumerate(flat.tolist()):
-            rows_of.setdefault(e, []).append(r)
-        out = torch.zeros_like(xf)
-        for e, rows in rows_of.items():
-            if len(rows) == 1:  # the common decode case: plain slices, no index tensors
-                t = rows[0] // self.top_k
-                out[t] += self.experts.forward_one(e, xf[t : t + 1])[0] * w[rows[0]]
-            else:
-                r = torch.tensor(rows, device=xf.device)
-                out.index_add_(0, r // self.top_k, self.experts.forward_one(e, xf[r // self.top_k]) * w[r, None])
-        return self._with_shared(xf, out)
 
     def _stats(self, logits: torch.Tensor, probs: torch.Tensor, routing: Routing) -> RouterStats:
         E = self.num_experts

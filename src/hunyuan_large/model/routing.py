@@ -44,13 +44,6 @@ class Routing:
         e = self.expert[self.expert >= 0]
         return torch.bincount(e, minlength=num_experts)
 
-    def dense_weights(self, num_experts: int) -> torch.Tensor:
-        """(N, E) combine weight per token and expert (0 = not selected), like the release's."""
-        N = self.expert.shape[0]
-        out = torch.zeros(N, num_experts + 1, dtype=self.weight.dtype, device=self.weight.device)
-        out.scatter_add_(1, torch.where(self.dropped, num_experts, self.expert), self.weight)
-        return out[:, :num_experts]
-
 
 def top_k_choice(probs: torch.Tensor, k: int) -> torch.Tensor:
     """(N, E) probabilities -> (N, k) expert ids, best first (argmax for k = 1, as the release)."""

@@ -13,7 +13,6 @@ from torch import nn
 from ..config import ModelConfig
 from .attention import Attention, KVStore, SharedKV
 from .layers import RMSNorm, SwiGLU
-from .matmul import Linear
 from .moe import MoE, RoutedExperts, Router, RouterStats
 from .rope import rope_cos_sin
 from .routing import Routing
@@ -44,10 +43,11 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     def forward(self, x, cos, sin, mask, shared_kv=None, cache=None, collect_stats=False, return_routing=False):
-        a, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, shared_kv, cache)
+        a, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, shared_kv=shared_kv, cache=cache)
         h = x + a
         if isinstance(self.mlp, MoE):
-            m, routing, stats = self.mlp(self.post_attention_layernorm(h), collect_stats, return_routing)
+            m, routing, stats = self.mlp(self.post_attention_layernorm(h), collect_stats=collect_stats,
+                                         return_routing=return_routing)
         else:
             m, routing, stats = self.mlp(self.post_attention_layernorm(h)), None, None
         return h + m, kv, routing, stats
@@ -109,7 +109,8 @@ class HunyuanModel(nn.Module):
         for i, layer in enumerate(self.layers):
             if output_hidden_states:
                 out.hidden_states.append(x)
-            x, kv, routing, stats = layer(x, cos, sin, mask, shared, cache, collect, output_routing)
+            x, kv, routing, stats = layer(x, cos, sin, mask, shared_kv=shared, cache=cache,
+                                          collect_stats=collect, return_routing=output_routing)
             if self.cfg.owns_kv(i):
                 shared = kv
             if routing is not None and output_routing:
@@ -133,7 +134,7 @@ class HunyuanForCausalLM(nn.Module):
         super().__init__()
         self.config = cfg
         self.model = HunyuanModel(cfg)
-        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.tie_weights()
         if not any(p.is_meta for p in self.parameters()):
             self.reset_parameters()
@@ -167,13 +168,6 @@ class HunyuanForCausalLM(nn.Module):
                 m.generator = gen
         return gen
 
-    def fuse_projections(self) -> None:
-        """Inference: q/k/v and each gate/up pair become one GEMM, the shared expert joins the routed
-        experts' stack (weights become views, values kept; idempotent)."""
-        for m in self.modules():
-            if isinstance(m, (Attention, MoE, SwiGLU)):  # a MoE first fuses its shared expert
-                m.fuse_projections()
-
     def keep_router_fp32(self) -> None:
         """The release constructs the router in fp32; keep it so under a bf16 model."""
         for m in self.modules():
@@ -194,8 +188,9 @@ class HunyuanForCausalLM(nn.Module):
         collect_stats: bool | None = None,
     ) -> ModelOutput:
         """Logits (float32) for the last `logits_to_keep` positions (0 = all); CE loss with labels."""
-        out = self.model(input_ids, attention_mask, position_ids, cache, past_length,
-                         output_hidden_states, output_routing, collect_stats)
+        out = self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                         past_length=past_length, output_hidden_states=output_hidden_states,
+                         output_routing=output_routing, collect_stats=collect_stats)
         h = out.last_hidden_state
         if logits_to_keep:
             h = h[:, -logits_to_keep:]

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ..errors import UserError
+from ..errors import UserError, require
 from ..report import human
 from .compute import PAPER_BUDGET, PowerLaw, c_min
-from .options import require
+
 
 
 class FitError(UserError):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import UserError
+from ..errors import UserError, require
 from .compute import COMPUTE_MODES
-from .options import option, require
+from .options import option
 
 
 class GridError(UserError):

@@ -10,9 +10,3 @@ def option(default: Any, text: str) -> Any:
     """A dataclass field with a help line; the CLI turns each such field into an --option."""
     return field(default=default, metadata={"help": text})
 
-
-def require(checks: list[tuple[bool, str]], error: type[Exception], prefix: str = "") -> None:
-    """Raise `error` with the message of the first failed check."""
-    for ok, message in checks:
-        if not ok:
-            raise error(prefix + message)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from ..accounting import closed_form_params
 from ..config import ModelConfig
-from ..errors import UserError
-from .options import option, require
+from ..errors import UserError, require
+from .options import option
 
 
 class ShapeError(UserError):

@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import tomlio
 from ..config import ModelConfig
-from ..errors import UserError
+from ..errors import UserError, require
 
 _MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"extra"}
 
@@ -89,9 +89,6 @@ class TrainSection:
     keep_last: int = 2
     max_bad_steps: int = 5
     resume: bool = True  # continue from the newest checkpoint of the run folder
-    sample_prompts: list[str] = field(default_factory=lambda: [
-        "def fibonacci(n):\n", "import os\n\n\ndef ", "class Stack:\n    def __init__(self):\n",
-    ])
 
 
 @dataclass
@@ -167,9 +164,7 @@ class RunConfig:
             (0 <= self.data.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {self.data.val_fraction}"),
             (self.parallel.ep >= 1, f"parallel.ep must be >= 1, got {self.parallel.ep}"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise RunConfigError(msg)
+        require(checks, RunConfigError)
 
     # ----- writing -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -180,7 +175,7 @@ class RunConfig:
 
     def to_toml(self) -> str:
         d = self.to_dict()
-        return f"run_dir = {tomlio._value(d.pop('run_dir'))}\n\n" + tomlio.dumps(d)
+        return f"run_dir = {tomlio.format_value(d.pop('run_dir'))}\n\n" + tomlio.dumps(d)
 
     def model_config(self, vocab_size: int, pad_token_id: int) -> ModelConfig:
         """The ModelConfig of this run (routing and capacity from the train section)."""

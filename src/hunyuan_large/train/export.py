@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import UserError
+from ..generation_config import write_generation_config
 from ..pretrained import save_pretrained
 from ..tokenizer import HunyuanTokenizer
 from .run_state import checkpoints, load_model
@@ -28,5 +28,5 @@ def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str | None 
     generation = {"eos_token_id": [tokenizer.eod_id, tokenizer.chat_eos_id], "pad_token_id": tokenizer.pad_id,
                   "bos_token_id": tokenizer.bos_id, "do_sample": True, "temperature": 0.7, "top_k": 20,
                   "top_p": 0.6, "repetition_penalty": 1.05}
-    (out_dir / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+    write_generation_config(out_dir, generation)
     return out_dir

@@ -10,11 +10,13 @@ expert and embeddings use the base rate. Norm weights get no weight decay.
 from __future__ import annotations
 
 import math
+
 import torch
 from torch import nn
 
 from ..model.layers import RMSNorm
 from ..model.moe import RoutedExperts
+from .config import TrainSection
 
 
 def surge_optimal_lr(batch: float, b_noise: float, lr_max: float = 1.0) -> float:
@@ -48,17 +50,17 @@ def param_groups(model: nn.Module, weight_decay: float, expert_lr_scale: float) 
             for name, params, scale, wd in specs if params]
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, expert_lr_scale: float,
-                    betas: tuple[float, float], eps: float) -> torch.optim.AdamW:
-    """AdamW over `param_groups`; each group's lr is lr * lr_scale (the schedule rescales it).
+def build_optimizer(model: nn.Module, t: TrainSection, expert_lr_scale: float) -> torch.optim.AdamW:
+    """AdamW over `param_groups` from a [train] section; each group's lr is lr * lr_scale (the
+    schedule rescales it).
 
     The fused kernel does the whole update in one pass per tensor: on CPU ~9x faster than the
     multi-kernel version, which matters for MoE's many (mostly idle) expert parameters.
     """
-    groups = param_groups(model, weight_decay, expert_lr_scale)
+    groups = param_groups(model, t.weight_decay, expert_lr_scale)
     for g in groups:
-        g["lr"] = lr * g["lr_scale"]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
+        g["lr"] = t.lr * g["lr_scale"]
+    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps, fused=True)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, base_lr: float) -> dict[str, float]:

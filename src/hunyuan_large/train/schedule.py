@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .config import TrainSection
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -20,6 +22,11 @@ class Schedule:
     decay_floor: float = 0.3
     anneal_fraction: float = 0.05
     anneal_floor: float = 0.1
+
+    @classmethod
+    def from_train(cls, t: TrainSection) -> Schedule:
+        """The schedule a run's [train] section describes."""
+        return cls(t.lr, t.steps, t.warmup_steps, t.decay, t.decay_floor, t.anneal_fraction, t.anneal_floor)
 
     @property
     def anneal_start(self) -> int:

@@ -2,48 +2,59 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
 
-def new_acc() -> dict:
-    """An empty accumulator for the steps between two log lines."""
-    return {"ce": [], "aux": [], "z": [], "load": None, "chosen": None, "dropped": 0, "recycled": 0,
-            "choices": 0, "tokens": 0}
+@dataclass
+class IntervalStats:
+    """Losses, routing counts and speed inputs accumulated between two metrics lines."""
 
+    ce: list[float] = field(default_factory=list)  # per micro-batch, mean over ranks
+    aux: list[float] = field(default_factory=list)
+    z: list[float] = field(default_factory=list)
+    load: torch.Tensor | None = None  # (layers, E) tokens per expert after capacity
+    chosen: torch.Tensor | None = None  # (layers, E) the router's own choices
+    dropped: int = 0
+    recycled: int = 0
+    choices: int = 0
+    tokens: int = 0  # trained tokens, all ranks
+    lr: dict[str, float] = field(default_factory=dict)  # per parameter group, at the last step
+    grad_norm: float | None = None  # of the last applied step
+    phase: str = ""
 
-def accumulate(acc: dict, out, ce: float) -> None:
-    """Add one micro-batch's loss and routing statistics to the interval accumulator."""
-    acc["ce"].append(ce)
-    stats = out.router_stats
-    if not stats:
-        return
-    acc["aux"].append(out.aux_loss.item())
-    acc["z"].append(out.z_loss.item())
-    load = torch.stack([s.tokens_per_expert for s in stats]).float().cpu()  # (layers, E)
-    chosen = torch.stack([s.chosen_per_expert for s in stats]).float().cpu()
-    acc["load"] = load if acc["load"] is None else acc["load"] + load
-    acc["chosen"] = chosen if acc["chosen"] is None else acc["chosen"] + chosen
-    acc["dropped"] += int(sum(s.dropped for s in stats))
-    acc["recycled"] += int(sum(s.recycled for s in stats))
-    acc["choices"] += int(sum(s.chosen_per_expert.sum() for s in stats))
+    def add(self, out, ce: float, tokens: int) -> None:
+        """Add one micro-batch: its loss, tokens and the model output's routing statistics."""
+        self.ce.append(ce)
+        self.tokens += tokens
+        stats = out.router_stats
+        if not stats:
+            return
+        self.aux.append(out.aux_loss.item())
+        self.z.append(out.z_loss.item())
+        load = torch.stack([s.tokens_per_expert for s in stats]).float().cpu()
+        chosen = torch.stack([s.chosen_per_expert for s in stats]).float().cpu()
+        self.load = load if self.load is None else self.load + load
+        self.chosen = chosen if self.chosen is None else self.chosen + chosen
+        self.dropped += int(sum(s.dropped for s in stats))
+        self.recycled += int(sum(s.recycled for s in stats))
+        self.choices += int(sum(s.chosen_per_expert.sum() for s in stats))
 
-
-def record(step: int, tokens: int, acc: dict, elapsed: float, flops_tok: float, peak: float) -> dict:
-    """One metrics.jsonl line for the steps since the last one."""
-    tps = acc["tokens"] / elapsed
-    record = {"step": step, "tokens": tokens, "loss": sum(acc["ce"]) / len(acc["ce"]), "lr": acc["lr"],
-              "grad_norm": acc.get("grad_norm"), "phase": acc["phase"], "tokens_per_s": tps,
-              "mfu": tps * flops_tok / peak}
-    if acc["aux"]:
-        record["aux_loss"] = sum(acc["aux"]) / len(acc["aux"])
-        record["z_loss"] = sum(acc["z"]) / len(acc["z"])
-        load = acc["load"]
-        record["expert_load"] = (load / load.sum(1, keepdim=True)).tolist()  # (layers, E) after capacity
-        chosen = acc["chosen"]
-        record["router_load"] = (chosen / chosen.sum(1, keepdim=True)).tolist()  # the router's own choices
-        record["dropped_frac"] = acc["dropped"] / acc["choices"]
-        record["recycled_frac"] = acc["recycled"] / acc["choices"]
-    return record
+    def record(self, step: int, tokens: int, elapsed: float, flops_tok: float, peak: float) -> dict:
+        """One metrics.jsonl line for the steps of this interval."""
+        tps = self.tokens / elapsed
+        rec = {"step": step, "tokens": tokens, "loss": sum(self.ce) / len(self.ce), "lr": self.lr,
+               "grad_norm": self.grad_norm, "phase": self.phase, "tokens_per_s": tps,
+               "mfu": tps * flops_tok / peak}
+        if self.aux:
+            rec["aux_loss"] = sum(self.aux) / len(self.aux)
+            rec["z_loss"] = sum(self.z) / len(self.z)
+            rec["expert_load"] = (self.load / self.load.sum(1, keepdim=True)).tolist()
+            rec["router_load"] = (self.chosen / self.chosen.sum(1, keepdim=True)).tolist()
+            rec["dropped_frac"] = self.dropped / self.choices
+            rec["recycled_frac"] = self.recycled / self.choices
+        return rec
 
 
 def summarize(records: list[dict], total_steps: int) -> dict:

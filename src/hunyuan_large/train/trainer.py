@@ -39,7 +39,7 @@ from .mfu import measure_peak_flops
 from .optim import build_optimizer, set_lr, surge_expert_scale
 from .run_state import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .schedule import Schedule
-from .stats import accumulate, new_acc, record, summarize
+from .stats import IntervalStats, summarize
 
 
 class TrainingDiverged(UserError):
@@ -92,10 +92,8 @@ class Trainer:
 
         self.tokens_per_step = t.batch_size * t.grad_accum * cfg.data.seq_len * self.ctx.world
         self.expert_scale = self._expert_lr_scale()
-        self.optimizer = build_optimizer(self.model, t.lr, t.weight_decay, self.expert_scale,
-                                         (t.beta1, t.beta2), t.eps)
-        self.schedule = Schedule(t.lr, t.steps, t.warmup_steps, t.decay, t.decay_floor,
-                                 t.anneal_fraction, t.anneal_floor)
+        self.optimizer = build_optimizer(self.model, t, self.expert_scale)
+        self.schedule = Schedule.from_train(t)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
                          else contextlib.nullcontext())
         self.log = MetricsLog(self.run_dir / "metrics.jsonl")
@@ -150,7 +148,7 @@ class Trainer:
             index = i * self.ctx.world + self.ctx.rank
             batch = self.val_batches[min(index, len(self.val_batches) - 1)].to(self.device)
             with self.autocast:
-                logits = self.model(batch[:, :-1]).logits
+                logits = self.model(input_ids=batch[:, :-1]).logits
             if index < len(self.val_batches):
                 total += F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten(), reduction="sum").item()
                 count += batch[:, 1:].numel()
@@ -164,7 +162,7 @@ class Trainer:
         b = self.cfg.train.batch_size
         return rows[self.ctx.rank * b : (self.ctx.rank + 1) * b].to(self.device)
 
-    def _step(self, step: int, acc: dict) -> tuple[bool, float]:
+    def _step(self, step: int, acc: IntervalStats) -> tuple[bool, float]:
         """Accumulate grad_accum micro-batches and step; returns (applied, mean loss of all ranks)."""
         t, ctx = self.cfg.train, self.ctx
         anneal = self.schedule.phase(step) == "anneal"
@@ -173,7 +171,7 @@ class Trainer:
         for _ in range(t.grad_accum):
             batch = self._micro_batch(anneal)
             with self.autocast:
-                out = self.model(batch[:, :-1])
+                out = self.model(input_ids=batch[:, :-1])
             ce = F.cross_entropy(out.logits.flatten(0, 1), batch[:, 1:].flatten())
             loss = ce
             if out.aux_loss is not None:
@@ -181,18 +179,16 @@ class Trainer:
             finite = finite and bool(torch.isfinite(loss))
             (loss / t.grad_accum).backward()
             losses.append(ctx.all_reduce(ce.item()) / ctx.world)
-            acc["tokens"] += batch[:, :-1].numel() * ctx.world
-            accumulate(acc, out, losses[-1])
+            acc.add(out, losses[-1], batch[:, :-1].numel() * ctx.world)
         finalize_expert_grads(self.model, ctx)
         grad_norm = clip_grad_norm(self.model, t.grad_clip, ctx)
         # Every rank must agree to step or skip: all see the same global norm and loss flags.
         finite = ctx.all_reduce(float(finite and bool(torch.isfinite(grad_norm))), op=dist.ReduceOp.MIN) > 0
         if finite:
             self.optimizer.step()
-            acc["grad_norm"] = float(grad_norm)
+            acc.grad_norm = float(grad_norm)
         self.optimizer.zero_grad(set_to_none=True)
-        acc["lr"] = lrs
-        acc["phase"] = self.schedule.phase(step)
+        acc.lr, acc.phase = lrs, self.schedule.phase(step)
         return finite, sum(losses) / len(losses)
 
     # ----- the loop ------------------------------------------------------------------------
@@ -216,7 +212,7 @@ class Trainer:
             if main:
                 self.log.write({"step": 0, "tokens": 0, "val_loss": val})
         progress = TrainProgress(t.steps, step) if main else None
-        acc, interval_start, interrupted = new_acc(), time.perf_counter(), False
+        acc, interval_start, interrupted = IntervalStats(), time.perf_counter(), False
         try:
             while step < t.steps:
                 applied, loss = self._step(step, acc)
@@ -228,11 +224,11 @@ class Trainer:
                     continue
                 bad_streak = 0
                 if main and (step % t.log_every == 0 or step == t.steps):
-                    rec = record(step, tokens, acc, time.perf_counter() - interval_start, self.flops_per_token, peak)
+                    rec = acc.record(step, tokens, time.perf_counter() - interval_start, self.flops_per_token, peak)
                     self.log.write(rec)
                     progress.update(step, rec["loss"], rec["tokens_per_s"])
                 if step % t.log_every == 0 or step == t.steps:
-                    acc, interval_start = new_acc(), time.perf_counter()
+                    acc, interval_start = IntervalStats(), time.perf_counter()
                 if step % t.eval_every == 0 or step == t.steps:
                     val = self.evaluate()
                     if main:

@@ -1,11 +1,10 @@
-"""Activation-by-weight products; on CPU, skinny (decode) products are split across threads.
+"""Activation-by-weight products for decoding; on CPU, skinny products are split across threads.
 
 A decode step multiplies a few rows by each weight matrix, a GEMV bound by how fast the weight
-streams from memory. MKL runs such a product on one core however many threads torch has, so on a
-multi-core CPU it reads at one core's bandwidth. Splitting the reduction dimension K into C blocks
-makes it a batched product of C independent GEMVs, which torch runs one per thread, plus a sum of C
-small partial results. Measured on 2 AMD EPYC cores (fp32, 1 row): 512x512 10 -> 14 GB/s,
-1024x512 14 -> 21 GB/s, the 8192x512 LM head 18 -> 25 GB/s. Only the summation order changes.
+streams from memory. MKL runs such a product on one core however many threads torch has.
+Splitting the reduction dimension K into C blocks makes it a batched product of C independent
+GEMVs, which torch runs one per thread, plus a sum of C small partial results; only the summation
+order changes. Measured gains: docs/benchmarks.md ("Decode layout").
 """
 
 from __future__ import annotations
@@ -39,18 +38,11 @@ def matmul(x: torch.Tensor, wt: torch.Tensor) -> torch.Tensor:
     return y.view(*x.shape[:-1], N)
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x @ weight.T without bias, weight (N, K) as nn.Linear stores it."""
-    if x.device.type != "cpu":
-        return F.linear(x, weight)
-    return matmul(x, weight.t())
-
-
-class Linear(nn.Linear):
-    """A bias-free nn.Linear (same parameter name and shape) whose product goes through `linear`."""
-
-    def __init__(self, in_features: int, out_features: int):
-        super().__init__(in_features, out_features, bias=False)
+class SplitLinear(nn.Linear):
+    """nn.Linear (same parameters and state dict) whose CPU product goes through `matmul`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight)
+        if x.device.type != "cpu":
+            return F.linear(x, self.weight, self.bias)
+        y = matmul(x, self.weight.t())
+        return y if self.bias is None else y + self.bias
