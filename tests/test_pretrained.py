@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from hunyuan_large.errors import UserError
 from hunyuan_large.pretrained import CheckpointError, hf_tensors, load_pretrained, save_pretrained
 from hunyuan_large.runtime import parse_size
 
@@ -129,3 +131,58 @@ def test_parse_size():
     assert parse_size("5GB") == 5 * 10**9
     assert parse_size("2GiB") == 2 * 2**30
     assert parse_size(1234) == 1234
+
+
+def _folder_like(tiny_ref, tmp_path):
+    for name in ("config.json", "model.safetensors"):
+        (tmp_path / name).write_bytes((tiny_ref / name).read_bytes())
+    return tmp_path
+
+
+def test_truncated_safetensors_is_one_line(tiny_ref, tmp_path):
+    folder = _folder_like(tiny_ref, tmp_path)
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])  # a download cut short
+    with pytest.raises(CheckpointError, match="not a readable safetensors file, perhaps truncated"):
+        load_pretrained(folder)
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '"llama"', "null"])
+def test_config_json_that_is_not_an_object_is_one_line(tiny_ref, tmp_path, text):
+    folder = _folder_like(tiny_ref, tmp_path)
+    (folder / "config.json").write_text(text)
+    with pytest.raises(UserError, match="must hold a JSON object"):
+        load_pretrained(folder)
+
+
+class _Payload:
+    """Unpickling this would run `touch`: a weights file must never be able to do that."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_a_malicious_pickle_bin_is_refused_and_never_runs(tiny_ref, tmp_path, zip_format):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_bytes((tiny_ref / "config.json").read_bytes())
+    marker = tmp_path / "pwned"
+    torch.save({"model.embed_tokens.weight": _Payload(marker)}, folder / "pytorch_model.bin",
+               _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(CheckpointError, match="holds Python objects besides tensors; it is not unpickled"):
+        load_pretrained(folder)
+    assert not marker.exists()
+
+
+def test_non_finite_weights_warn_at_load(tiny_ref, tmp_path):
+    folder = _folder_like(tiny_ref, tmp_path)
+    weights = load_file(folder / "model.safetensors")
+    name = "model.layers.0.mlp.shared_mlp.up_proj.weight"
+    weights[name][0, 0] = float("nan")
+    save_file(weights, folder / "model.safetensors")
+    with pytest.warns(UserWarning, match=f"1 tensors hold NaN or inf values \\({name}\\)"):
+        load_pretrained(folder)

@@ -28,6 +28,7 @@ pytest.importorskip("uvicorn")
 KEY = "test-key"
 MODEL = "tiny-chat"
 MAX_BATCH = 16
+MAX_BODY = 64 * 1024
 
 
 def _free_port() -> int:
@@ -48,7 +49,8 @@ def server(folder):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(  # one thread: see one_thread
         [str(Path(hunyuan_large.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "hunyuan_large", "serve", "--model", str(folder), "--port", str(port),
-           "--api-key", KEY, "--served-model-name", MODEL, "--max-batch", str(MAX_BATCH), "--device", "cpu"]
+           "--api-key", KEY, "--served-model-name", MODEL, "--max-batch", str(MAX_BATCH), "--device", "cpu",
+           "--max-request-size", str(MAX_BODY)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -237,3 +239,83 @@ def test_client_disconnect_frees_its_slot(server):
     while httpx.get(f"{server}/health").json()["running"] and time.time() < deadline:
         time.sleep(0.05)
     assert httpx.get(f"{server}/health").json() == {"status": "ok", "running": 0, "waiting": 0}
+
+
+def test_a_waiting_client_that_leaves_has_its_request_aborted(server, local):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    body = {"model": MODEL, "prompt": "alpha", "max_tokens": local.max_len - 8, "ignore_eos": True}
+    t0 = time.perf_counter()
+    assert httpx.post(f"{server}/v1/completions", json=body, headers=headers, timeout=120).status_code == 200
+    full = time.perf_counter() - t0  # the whole generation, for scale
+    t0 = time.perf_counter()
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{server}/v1/completions", json=body, headers=headers, timeout=full / 10)
+    while httpx.get(f"{server}/health").json()["running"] and time.perf_counter() - t0 < full:
+        time.sleep(0.02)
+    stopped = time.perf_counter() - t0
+    assert httpx.get(f"{server}/health").json()["running"] == 0
+    assert stopped < full / 10 + 1.5 and stopped < 0.8 * full  # aborted, not run to the end
+
+
+def test_unsupported_openai_fields_are_refused_by_name(client):
+    user = [{"role": "user", "content": "hi"}]
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    cases = [("tools", dict(tools=[tool])), ("tool_choice", dict(tool_choice="required")),
+             ("response_format", dict(response_format={"type": "json_object"})),
+             ("logit_bias", dict(logit_bias={"5": 10}))]
+    for field, kwargs in cases:
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(model=MODEL, messages=user, max_tokens=1, **kwargs)
+        assert e.value.body["param"] == field and f"'{field}' is not supported" in e.value.body["message"]
+    for field, value in (("best_of", 3), ("suffix", " end")):
+        with pytest.raises(openai.BadRequestError, match=f"'{field}' is not supported"):
+            client.completions.create(model=MODEL, prompt="hi", max_tokens=1, **{field: value})
+    # the values that ask for nothing are fine
+    client.chat.completions.create(model=MODEL, messages=user, max_tokens=1, response_format={"type": "text"})
+    client.completions.create(model=MODEL, prompt="hi", max_tokens=1, best_of=1)
+
+
+def test_model_retrieve(server, client):
+    assert client.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4")
+
+
+def test_request_bodies_over_the_limit_get_413(server):
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    big = json.dumps({"model": MODEL, "prompt": "x" * MAX_BODY, "max_tokens": 1}).encode()
+    r = httpx.post(f"{server}/v1/completions", content=big, headers=headers)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    chunked = (big[i:i + 4096] for i in range(0, len(big), 4096))  # no Content-Length: counted as it arrives
+    r = httpx.post(f"{server}/v1/completions", content=chunked, headers=headers)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    assert httpx.get(f"{server}/health").json()["status"] == "ok"
+
+
+def _serve_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hunyuan_large", "serve", *args], capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, **(env or {})))
+
+
+def test_serve_refuses_an_empty_key_and_a_busy_port(folder):
+    r = _serve_cli("--model", str(folder), "--api-key", "")
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "error: the API key is empty; give a real key, or none to serve without one")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = _serve_cli("--model", str(folder), "--port", str(port), "--device", "cpu")
+    assert r.returncode == 2 and "serving" not in r.stdout
+    assert r.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port}: the port is in use (another server?); choose --port"
+
+
+def test_the_api_key_can_come_from_the_environment(folder, monkeypatch):
+    from hunyuan_large import cli
+    from hunyuan_large.infer import server as server_module
+
+    seen = {}
+    monkeypatch.setattr(server_module, "serve", lambda *a, **kw: seen.update(kw))
+    monkeypatch.setenv("HUNYUAN_API_KEY", "from-env")
+    assert cli.main(["serve", "--model", str(folder), "--threads", "1"]) == 0 and seen["api_key"] == "from-env"
+    assert cli.main(["serve", "--model", str(folder), "--threads", "1", "--api-key", "flag"]) == 0 and seen["api_key"] == "flag"

@@ -245,14 +245,26 @@ def test_release_saves_as_released(release: HunyuanTokenizer, release_dir: Path,
     assert saved == original
 
 
-def test_ranks_are_line_order_and_stop_ids_from_generation_config(trained, tmp_path: Path) -> None:
+def test_stop_ids_from_generation_config(trained, tmp_path: Path) -> None:
     tok, _ = trained
     tok.save(tmp_path)
-    vocab = tmp_path / "hy.tiktoken"
-    vocab.write_text("".join(line.split()[0] + " 7\n" for line in vocab.read_text().splitlines()))
     (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": 300}))
     loaded = HunyuanTokenizer.from_pretrained(tmp_path)
     assert loaded.encode(MULTILINGUAL) == tok.encode(MULTILINGUAL) and loaded.chat_stop_ids == (300,)
+
+
+def test_a_missing_or_reordered_vocabulary_line_is_rejected(trained, tmp_path: Path) -> None:
+    """Ranks are line order; the rank column must agree, or every later token would shift silently."""
+    tok, _ = trained
+    tok.save(tmp_path)
+    lines = (tmp_path / "hy.tiktoken").read_text().splitlines(keepends=True)
+    missing = lines[:300] + lines[301:]
+    swapped = lines[:299] + [lines[300], lines[299]] + lines[301:]
+    for broken, message in ((missing, "line 301: rank column is '301' but the line is rank 300"),
+                            (swapped, "line 300: rank column is '300' but the line is rank 299")):
+        (tmp_path / "hy.tiktoken").write_text("".join(broken))
+        with pytest.raises(UserError, match=message):
+            HunyuanTokenizer.from_pretrained(tmp_path)
 
 
 # ---- bad inputs --------------------------------------------------------------------------------------

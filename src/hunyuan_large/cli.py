@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -10,6 +11,14 @@ from .errors import UserError
 
 # Packages whose commands.py has `register(subparsers)`; the order is the order of `--help`.
 COMMAND_MODULES = ("commands", "train.commands", "infer.commands", "scaling.commands")
+
+# Failures of the machine, not of the program: one line naming the cause, no traceback.
+_ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        print(f"error: {_ENVIRONMENT_ERRNOS[e.errno]}: {e.filename or e.strerror} ({e.strerror})", file=sys.stderr)
+        return 1
     return code or 0
 
 

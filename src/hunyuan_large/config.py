@@ -236,8 +236,10 @@ class ModelConfig:
             raise ConfigError(f"no config.json at {path}")
         try:
             d = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path} is not valid JSON: {e}") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path} must hold a JSON object, got {type(d).__name__}")
         return cls.from_hf_dict(d)
 
     def replace(self, **changes: Any) -> "ModelConfig":

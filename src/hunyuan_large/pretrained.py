@@ -1,8 +1,6 @@
 """Model folders (HF layout): config.json + weights under the official names; distinct from a
 run's training checkpoints (train/run_state.py).
 
-The release's layout: config.json + weights under the official names.
-
 Reads one `model.safetensors`, sharded safetensors with `model.safetensors.index.json`, or legacy
 `pytorch_model*.bin` (with `pytorch_model.bin.index.json`), always with `weights_only=True`.
 Loading streams one shard at a time into a model allocated once (built on `meta`, then
@@ -12,13 +10,16 @@ Routed experts are stacked in memory and unstacked to `mlp.experts.{e}.*_proj.we
 
 from __future__ import annotations
 
+import contextlib
 import json
+import pickle
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .config import ModelConfig
@@ -89,24 +90,45 @@ def _check_names(found: set[str], targets: dict[str, torch.Tensor], tied: bool) 
         raise CheckpointError(f"checkpoint has {len(unexpected)} unexpected tensors: {_listing(unexpected)}")
 
 
+@contextlib.contextmanager
+def _open_safetensors(path: Path):
+    """safe_open, with a truncated or corrupt file as one line."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            yield f
+    except SafetensorError as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file, perhaps truncated ({e})") from None
+
+
+def _load_bin(path: Path) -> dict[str, torch.Tensor]:
+    """A legacy .bin state dict, unpickled with weights_only=True: tensors only, never code."""
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (non-zip) pickles cannot be memory-mapped
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path} holds Python objects besides tensors; it is not unpickled, since that "
+                              "could run code (convert it to safetensors where it came from)") from None
+    except Exception as e:
+        raise CheckpointError(f"cannot read {path}: {str(e).splitlines()[0][:200]}") from None
+
+
 def _shard_tensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) of one shard, one tensor in memory at a time for safetensors."""
     if path.suffix == ".safetensors":
-        with safe_open(str(path), framework="pt", device="cpu") as f:
+        with _open_safetensors(path) as f:
             for name in f.keys():
                 yield name, f.get_tensor(name)
         return
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) pickles cannot be memory-mapped
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"cannot read {path}: {e}") from None
+    state = _load_bin(path)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a state dict (it holds a {type(state).__name__})")
     yield from state.items()
 
 
 def _safetensors_names(path: Path) -> set[str]:
-    with safe_open(str(path), framework="pt", device="cpu") as f:
+    with _open_safetensors(path) as f:
         return set(f.keys())
 
 
@@ -126,6 +148,7 @@ def load_weights(model: HunyuanForCausalLM, folder: str | Path) -> None:
     if found is not None:
         _check_names(found, targets, tied)
     loaded: set[str] = set()
+    non_finite: list[str] = []
     for path in files:
         for name, tensor in _shard_tensors(path):
             loaded.add(name)
@@ -138,7 +161,12 @@ def load_weights(model: HunyuanForCausalLM, folder: str | Path) -> None:
                     f"the model expects {list(target.shape)}"
                 )
             target.copy_(tensor)
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                non_finite.append(name)
     _check_names(loaded, targets, tied)
+    if non_finite:
+        warnings.warn(f"{folder}: {len(non_finite)} tensors hold NaN or inf values ({_listing(non_finite, 3)}); "
+                      "the model's outputs will be NaN", stacklevel=2)
 
 
 def load_pretrained(

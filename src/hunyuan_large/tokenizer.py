@@ -83,7 +83,11 @@ def _nfc(text: str) -> str:
 
 
 def read_ranks(path: str | os.PathLike[str]) -> dict[bytes, int]:
-    """Token bytes -> rank from a `hy.tiktoken` file: rank = line order, the number column ignored."""
+    """Token bytes -> rank from a `hy.tiktoken` file: rank = line order (as the release's code).
+
+    The number column must equal that rank: the release's file satisfies it, and a missing,
+    duplicated or reordered line would otherwise shift every later token silently.
+    """
     path = Path(path)
     try:
         lines = path.read_bytes().splitlines()
@@ -104,6 +108,11 @@ def read_ranks(path: str | os.PathLike[str]) -> dict[bytes, int]:
         if token in ranks:
             raise TokenizerError(
                 f"{path} line {lineno}: duplicate token {token!r} (first on line {first_line[token]})"
+            )
+        if fields[1] != str(len(ranks)).encode():
+            raise TokenizerError(
+                f"{path} line {lineno}: rank column is {fields[1][:20].decode(errors='replace')!r} but the line "
+                f"is rank {len(ranks)} (a line is missing or out of order)"
             )
         ranks[token] = len(ranks)
         first_line[token] = lineno

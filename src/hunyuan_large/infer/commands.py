@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 
 from ..errors import UserError
 from ..runtime import parse_size, tune_cpu_allocator
+
+API_KEY_ENV = "HUNYUAN_API_KEY"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="a model folder with its tokenizer")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 routes")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 routes "
+                                     f"(default: ${API_KEY_ENV} if set; on a shared machine prefer it)")
+    p.add_argument("--max-request-size", default="16MB", help="largest request body accepted (default 16MB)")
     p.add_argument("--served-model-name", help="the model id clients send (default: the folder name)")
     _engine_args(p, max_batch=16)
     p.set_defaults(func=_serve)
@@ -118,6 +123,12 @@ def _serve(args: argparse.Namespace) -> None:
 
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be in 0..65535, got {args.port}")
+    api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)
+    if api_key is not None and not api_key.strip():
+        raise UserError("the API key is empty; give a real key, or none to serve without one")
+    max_body = parse_size(args.max_request_size)
+    if max_body < 1024:
+        raise UserError(f"--max-request-size must be at least 1KB, got {args.max_request_size}")
     config = _runtime(args, serving=True)
-    serve(args.model, host=args.host, port=args.port, api_key=args.api_key, config=config,
-          device=args.device, dtype=args.dtype, model_name=args.served_model_name)
+    serve(args.model, host=args.host, port=args.port, api_key=api_key, config=config,
+          device=args.device, dtype=args.dtype, model_name=args.served_model_name, max_body_bytes=max_body)

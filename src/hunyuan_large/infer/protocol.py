@@ -1,7 +1,9 @@
 """The OpenAI API's request bodies (validated strictly) and response objects, for the server.
 
 Bodies are pydantic models in strict mode: a field of the wrong type is a 400 naming the field,
-not a coercion. Unknown fields are ignored, as OpenAI-compatible servers do; `top_k` and
+not a coercion. Unknown fields are ignored, as OpenAI-compatible servers do, except OpenAI fields
+that would change the answer and that this server does not implement (`UNSUPPORTED`): a client
+relying on them gets a 400 naming the field rather than a silently different answer. `top_k` and
 `repetition_penalty` are accepted as extensions.
 """
 
@@ -86,12 +88,18 @@ class ChatRequest(_SamplingFields):
 
 
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+# OpenAI fields not implemented here -> their values that ask for nothing (accepted).
+UNSUPPORTED = {"tools": [[]], "tool_choice": ["none"], "functions": [[]], "function_call": ["none"],
+               "response_format": [{"type": "text"}], "logit_bias": [{}], "best_of": [1], "suffix": [""]}
 
 
 def parse(model: type[BaseModel], body: object) -> BaseModel:
     """Validate a JSON body; the first problem becomes a 400 naming the field."""
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object")
+    for name, harmless in UNSUPPORTED.items():
+        if body.get(name) is not None and body[name] not in harmless:
+            raise APIError(400, f"'{name}' is not supported by this server", param=name)
     try:
         return model.model_validate(body)
     except ValidationError as e:

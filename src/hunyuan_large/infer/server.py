@@ -1,18 +1,20 @@
 """The OpenAI-compatible HTTP server: FastAPI routes over an AsyncEngine, run by uvicorn.
 
 Routes: POST /v1/completions, POST /v1/chat/completions (both optionally streamed as Server-Sent
-Events ending with `data: [DONE]`), GET /v1/models, GET /health. With an API key every /v1 route
-needs `Authorization: Bearer KEY`. Every bad request is answered with OpenAI's error JSON and a
-4xx status; a client that goes away (mid-stream or while waiting) has its request aborted, which
-frees its cache slot before the engine's next step.
+Events ending with `data: [DONE]`), GET /v1/models, GET /v1/models/{id}, GET /health. With an API key
+every /v1 route needs `Authorization: Bearer KEY`; bodies over a size limit get a 413 (http_guard.py).
+Every bad request is answered with OpenAI's error JSON and a 4xx status; a client that goes away
+(mid-stream or while waiting) has its request aborted, which frees its cache slot before the
+engine's next step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
-import secrets
+import socket
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,12 +27,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import UserError
 from .async_engine import AsyncEngine, EngineFailure
 from .engine import Engine, EngineConfig, StepOutput
+from .http_guard import HTTPGuard
 from .protocol import (APIError, ChatRequest, CompletionRequest, ResponseBuilder, check_length, parse,
                        sampling_params)
 from .sampling import SamplingParams
 
 log = logging.getLogger(__name__)
 POLL_DISCONNECT_S = 0.5  # how often a waiting non-streamed request checks that its client is still there
+MAX_BODY_BYTES = 16 * 2**20  # the default request-body limit: ~4M tokens of text, far past any context
 
 
 def _error(e: APIError) -> JSONResponse:
@@ -41,7 +45,8 @@ def _sse(obj: dict | str) -> str:
     return f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n"
 
 
-def create_app(engine: Engine, model_name: str, api_key: str | None = None) -> FastAPI:
+def create_app(engine: Engine, model_name: str, api_key: str | None = None,
+               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The FastAPI app serving `engine` under `model_name` (the engine thread runs while it is up)."""
     runner = AsyncEngine(engine)
     tokenizer = engine.require_tokenizer()
@@ -54,14 +59,7 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None) -> F
 
     app = FastAPI(title="hunyuan-large", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.middleware("http")
-    async def check_api_key(request: Request, call_next):
-        if api_key and request.url.path.startswith("/v1/"):
-            given = request.headers.get("authorization", "").encode()
-            if not secrets.compare_digest(given, f"Bearer {api_key}".encode()):
-                return _error(APIError(401, "Incorrect or missing API key; send 'Authorization: Bearer KEY'.",
-                                       code="invalid_api_key"))
-        return await call_next(request)
+    app.add_middleware(HTTPGuard, api_key=api_key, max_body_bytes=max_body_bytes)
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, e: APIError):
@@ -80,11 +78,19 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None) -> F
     async def health():
         return {"status": "ok", **runner.load()}
 
+    card = {"id": model_name, "object": "model", "created": 0, "owned_by": "hunyuan-large",
+            "max_model_len": engine.max_len}
+
     @app.get("/v1/models")
     async def models():
-        card = {"id": model_name, "object": "model", "created": 0, "owned_by": "hunyuan-large",
-                "max_model_len": engine.max_len}
         return {"object": "list", "data": [card]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str):
+        if model_id != model_name:
+            raise APIError(404, f"The model '{model_id}' does not exist; this server has '{model_name}'.",
+                           param="model", code="model_not_found")
+        return card
 
     async def body_of(request: Request, schema):
         try:
@@ -103,7 +109,9 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None) -> F
         if req.echo:
             raise APIError(400, "echo is not supported", param="echo")
         try:
-            prompt = engine.encode_prompt(req.prompt) if isinstance(req.prompt, str) else list(req.prompt)
+            # in a thread: tokenizing a long prompt must not stall other clients' streams
+            prompt = (await asyncio.to_thread(engine.encode_prompt, req.prompt) if isinstance(req.prompt, str)
+                      else list(req.prompt))
         except UserError as e:
             raise APIError(400, str(e), param="prompt") from None
         params = sampling_params(req, engine.defaults, req.max_tokens, req.logprobs)
@@ -113,7 +121,8 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None) -> F
     async def chat_completions(request: Request):
         req = await body_of(request, ChatRequest)
         try:
-            prompt = engine.encode_chat([{"role": m.role, "content": m.text()} for m in req.messages])
+            prompt = await asyncio.to_thread(
+                engine.encode_chat, [{"role": m.role, "content": m.text()} for m in req.messages])
         except UserError as e:
             raise APIError(400, str(e), param="messages") from None
         max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
@@ -139,13 +148,20 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None) -> F
 
     async def collect(request: Request, request_id: str, outputs: asyncio.Queue, builder: ResponseBuilder) -> dict:
         text, logprobs, finished = [], None, False
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + POLL_DISCONNECT_S
         try:
             while not finished:
                 try:
                     item = await asyncio.wait_for(outputs.get(), POLL_DISCONNECT_S)
                 except asyncio.TimeoutError:
+                    item = None
+                # checked on a clock, not only when idle: a busy request yields a token every step
+                if loop.time() >= next_check:
                     if await request.is_disconnected():
                         return {}  # nobody to answer; `finally` frees the slot
+                    next_check = loop.time() + POLL_DISCONNECT_S
+                if item is None:
                     continue
                 if isinstance(item, EngineFailure):
                     raise APIError(500, item.message, type="server_error")
@@ -182,18 +198,28 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None) -> F
     return app
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or one line saying why not (before anything is loaded)."""
+    try:
+        return socket.create_server((host, port))
+    except OSError as e:
+        why = "the port is in use (another server?); choose --port" if e.errno == errno.EADDRINUSE else e.strerror
+        raise UserError(f"cannot listen on {host}:{port}: {why}") from None
+
+
 def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           config: EngineConfig | None = None, device: str = "auto", dtype: str | None = None,
-          model_name: str | None = None) -> None:
+          model_name: str | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> None:
     """Load a model folder and serve it over HTTP until interrupted."""
     import uvicorn
 
+    sock = listen(host, port)
     engine = Engine.from_pretrained(model, config, device=device, dtype=dtype)
     name = model_name or Path(model).resolve().name
-    app = create_app(engine, name, api_key)
+    app = create_app(engine, name, api_key, max_body_bytes)
     cache = engine.cache
-    print(f"serving '{name}' on http://{host}:{port}/v1 ({engine.device}, {engine.dtype}, "
+    print(f"serving '{name}' on http://{host}:{sock.getsockname()[1]}/v1 ({engine.device}, {engine.dtype}, "
           f"{torch.get_num_threads()} CPU threads, "
           f"{cache.max_batch} slots x {cache.max_len} tokens, KV cache {cache.nbytes / 2**20:.0f} MiB, "
           f"{'API key required' if api_key else 'no API key'})", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

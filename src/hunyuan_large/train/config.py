@@ -10,9 +10,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .. import tomlio
 from ..config import ModelConfig
 from ..errors import UserError, require
+from ..tokenizer import MIN_VOCAB_SIZE
 
 _MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"extra"}
 
@@ -159,12 +162,35 @@ class RunConfig:
             (t.expert_lr_rule in ("fixed", "surge"), f"train.expert_lr_rule {t.expert_lr_rule!r} is not fixed or surge"),
             (t.expert_lr_rule != "surge" or t.b_noise > 0, "train.expert_lr_rule = 'surge' needs train.b_noise > 0"),
             (t.routing in ("dropless", "drop", "recycle"), f"train.routing {t.routing!r} is not dropless, drop or recycle"),
+            (t.capacity_factor > 0, f"train.capacity_factor must be > 0, got {t.capacity_factor}"),
+            (t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0: no clipping), got {t.grad_clip}"),
+            (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, f"train.beta1 and train.beta2 must be in [0, 1), got {t.beta1}, {t.beta2}"),
+            (t.eps > 0, f"train.eps must be > 0, got {t.eps}"),
+            (t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}"),
+            (t.expert_lr_scale > 0, f"train.expert_lr_scale must be > 0, got {t.expert_lr_scale}"),
+            (t.aux_loss_coef >= 0 and t.z_loss_coef >= 0, "train.aux_loss_coef and train.z_loss_coef must be >= 0"),
+            (t.seed >= 0, f"train.seed must be >= 0, got {t.seed}"),
+            *((getattr(t, k) >= 1, f"train.{k} must be >= 1, got {getattr(t, k)}")
+              for k in ("log_every", "eval_every", "save_every", "max_bad_steps")),
+            (t.eval_tokens >= 0 and t.keep_last >= 0, "train.eval_tokens and train.keep_last must be >= 0"),
+            (_device_available(t.device), f"train.device {t.device!r} is not available here "
+                                           f"(auto, cpu{', cuda' if torch.cuda.is_available() else ''})"),
             (self.data.seq_len >= 2, f"data.seq_len must be >= 2, got {self.data.seq_len}"),
             (bool(self.data.sources), "data.sources must name at least one category"),
             (0 <= self.data.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {self.data.val_fraction}"),
             (self.parallel.ep >= 1, f"parallel.ep must be >= 1, got {self.parallel.ep}"),
+            (self.parallel.timeout_s >= 1, f"parallel.timeout_s must be >= 1, got {self.parallel.timeout_s}"),
+            (bool(self.tokenizer.path) or self.tokenizer.vocab_size >= MIN_VOCAB_SIZE,
+             f"tokenizer.vocab_size must be >= {MIN_VOCAB_SIZE} (256 bytes + the special tokens), "
+             f"got {self.tokenizer.vocab_size}"),
+            (self.data.workers >= 0, f"data.workers must be >= 0, got {self.data.workers}"),
         ]
         require(checks, RunConfigError)
+        if not self.model.init_from:  # a bad MoE shape fails here, before any data work
+            try:
+                self.model_config(self.tokenizer.vocab_size, 0)
+            except UserError as e:
+                raise RunConfigError(f"[model]: {e}") from None
 
     # ----- writing -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -189,6 +215,21 @@ class RunConfig:
         cfg = cfg.replace(capacity_factor=self.train.capacity_factor)
         cfg.set_routing_policy(self.train.routing)
         return cfg
+
+
+def _device_available(device: str) -> bool:
+    """Whether torch can use `device` here ('auto' always can)."""
+    try:
+        d = torch.device(device) if device != "auto" else None
+    except RuntimeError:
+        return False
+    if d is None or d.type == "cpu":
+        return True
+    if d.type == "cuda":
+        return torch.cuda.is_available() and (d.index or 0) < torch.cuda.device_count()
+    if d.type == "mps":
+        return torch.backends.mps.is_available()
+    return False
 
 
 def _parse_overrides(items: list[str]) -> list[tuple[str, Any]]:

@@ -72,8 +72,14 @@ def make_sampler(cfg: RunConfig, train: dict[str, TokenStream], world: int = 1) 
                           cfg.train.seed)
 
 
-def make_validation(cfg: RunConfig, val: dict[str, TokenStream]) -> list:
+def make_validation(cfg: RunConfig, val: dict[str, TokenStream], console: Console) -> list:
+    """Fixed validation batches; warns (no val_loss) when the split holds less than one sequence."""
     usable = {k: v for k, v in val.items() if v.num_chunks}
+    if cfg.data.val_fraction > 0 and len(usable) < len(val):
+        short = ", ".join(k for k in val if k not in usable)
+        console.print(f"[yellow]warning:[/] the validation split of {short} has fewer than "
+                      f"{cfg.data.seq_len + 1} tokens: {'no val_loss' if not usable else 'left out of val_loss'}; "
+                      "raise data.val_fraction or add data")
     if not usable:
         return []
     return validation_batches(usable, cfg.train.batch_size, cfg.train.eval_tokens)

@@ -153,7 +153,7 @@ def finalize_expert_grads(model: nn.Module, ctx: DistContext) -> None:
 
 
 def clip_grad_norm(model: nn.Module, max_norm: float, ctx: DistContext) -> torch.Tensor:
-    """Global gradient norm (every rank holds disjoint shards), then clip to max_norm."""
+    """Global gradient norm (every rank holds disjoint shards), then clip to max_norm (0: no clipping)."""
     grads = [p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad
              for p in model.parameters() if p.grad is not None]
     sq = torch.zeros((), dtype=torch.float32, device=ctx.device)
@@ -162,7 +162,8 @@ def clip_grad_norm(model: nn.Module, max_norm: float, ctx: DistContext) -> torch
     if ctx.distributed:
         dist.all_reduce(sq)
     norm = sq.sqrt()
-    torch._foreach_mul_(grads, torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+    if max_norm > 0:
+        torch._foreach_mul_(grads, torch.clamp(max_norm / (norm + 1e-6), max=1.0))
     return norm
 
 

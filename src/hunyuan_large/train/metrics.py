@@ -9,6 +9,8 @@ from pathlib import Path
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ..errors import UserError
+
 
 class MetricsLog:
     """Appends one JSON object per line; reads them back for plots and summaries."""
@@ -21,9 +23,18 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
 
     def read(self) -> list[dict]:
+        """The records; a torn last line (the process died mid-write) is dropped."""
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        lines = [line for line in self.path.read_text(errors="replace").splitlines() if line.strip()]
+        records = []
+        for i, line in enumerate(lines):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if i < len(lines) - 1:
+                    raise UserError(f"{self.path} line {i + 1} is not JSON; fix or remove that line") from None
+        return records
 
     def truncate_after(self, step: int) -> None:
         """Drop records past `step` (a resumed run rewrites what the crashed one logged later)."""

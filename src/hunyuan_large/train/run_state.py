@@ -11,7 +11,9 @@ so an interrupted save never leaves a torn checkpoint behind.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -27,6 +29,37 @@ from ..model import HunyuanForCausalLM
 from .distributed import DistContext
 
 PREFIX = "ckpt-"
+LOCK_FILE = "train.lock"
+
+
+class RunFolderBusy(UserError):
+    """Another trainer holds the run folder."""
+
+
+def lock_run_dir(run_dir: Path):
+    """Create the run folder if needed and hold its lock (released when the returned file closes).
+
+    An flock, not a PID file: the kernel drops it when its holder dies, even by kill -9, so a crash
+    never leaves the folder locked.
+    """
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        f = open(run_dir / LOCK_FILE, "a+")
+    except OSError as e:
+        raise UserError(f"cannot write in the run folder {run_dir}: {e.strerror}") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise RunFolderBusy(f"run folder {run_dir} is in use by another trainer (PID {holder}); "
+                            "stop it or choose another run_dir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
@@ -99,10 +132,23 @@ def save_checkpoint(run_dir: Path, step: int, model: HunyuanForCausalLM, optimiz
     return final
 
 
+def _check_shapes(path: Path, model_sd: dict) -> None:
+    """One line, not a size-mismatch traceback, when the run's model changed since the save."""
+    saved = dcp.FileSystemReader(str(path / "dcp")).read_metadata().state_dict_metadata
+    for name, t in model_sd.items():  # DTensor shapes are global, as DCP stores them
+        meta = saved.get(f"model.{name}")
+        have = tuple(meta.size) if meta is not None and hasattr(meta, "size") else None
+        if have != tuple(t.shape):
+            what = f"has {name} of shape {list(have)}" if have else f"has no {name}"
+            raise UserError(f"checkpoint {path} {what}, this run's model needs {list(t.shape)}: "
+                            "the model config changed since it was saved (restore it, or use another run_dir)")
+
+
 def load_checkpoint(path: Path, model: HunyuanForCausalLM, optimizer: torch.optim.Optimizer | None,
                     ctx: DistContext) -> tuple[dict, dict | None]:
     """Collective: restore model (and optimizer) in place; returns (state, this rank's RNG or None)."""
     sd = _state_dicts(model, optimizer)
+    _check_shapes(path, sd["model"])
     with _quiet_single_process(ctx):
         dcp.load(sd, checkpoint_id=path / "dcp", no_dist=not ctx.distributed)
     set_model_state_dict(model, sd["model"])

@@ -11,6 +11,7 @@ mixture switches to the annealing mixture.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -37,13 +38,25 @@ from .distributed import (
 from .metrics import MetricsLog, TrainProgress, write_plots
 from .mfu import measure_peak_flops
 from .optim import build_optimizer, set_lr, surge_expert_scale
-from .run_state import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .run_state import (
+    latest_checkpoint, load_checkpoint, lock_run_dir, rng_state, save_checkpoint, set_rng_state,
+)
 from .schedule import Schedule
+from .interrupt import StopRequest
 from .stats import IntervalStats, summarize
 
 
 class TrainingDiverged(UserError):
     """The loss stayed non-finite for too many steps in a row."""
+
+
+@dataclass
+class LoopState:
+    """Where the loop stands after its last completed step: what a checkpoint's state.json holds."""
+
+    step: int = 0
+    tokens: int = 0
+    bad_streak: int = 0  # non-finite steps in a row, skipped
 
 
 @dataclass
@@ -63,7 +76,8 @@ class Trainer:
         self.console = console or Console(quiet=not self.ctx.is_main)
         check_same_config(self.ctx, cfg.to_toml())
         self.run_dir = Path(cfg.run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = lock_run_dir(self.run_dir) if self.ctx.is_main else None
+        self.run_dir.mkdir(parents=True, exist_ok=True)  # ranks > 0 may get here first
         tune_cpu_allocator()
         self.device = self.ctx.device
         # Rank 0 trains the tokenizer and tokenizes first; the others then find both cached.
@@ -74,7 +88,7 @@ class Trainer:
         if self.ctx.is_main:
             self.ctx.barrier()
         self.sampler = make_sampler(cfg, train_streams, self.ctx.world)
-        self.val_batches = make_validation(cfg, val_streams)
+        self.val_batches = make_validation(cfg, val_streams, self.console)
 
         torch.manual_seed(t.seed)
         self.model_cfg = cfg.model_config(padded_vocab(self.tokenizer.vocab_size), self.tokenizer.pad_id)
@@ -110,13 +124,13 @@ class Trainer:
         return scale
 
     # ----- state ---------------------------------------------------------------------------
-    def _resume(self) -> tuple[int, int, int]:
-        """Restore the newest checkpoint if resuming; returns (step, tokens, bad_streak)."""
+    def _resume(self) -> LoopState:
+        """Restore the newest checkpoint if resuming."""
         ckpt = latest_checkpoint(self.run_dir) if self.cfg.train.resume else None
         if ckpt is None:
             if self.ctx.is_main:
                 self.log.path.unlink(missing_ok=True)
-            return 0, 0, 0
+            return LoopState()
         state, rng = load_checkpoint(ckpt, self.model, self.optimizer, self.ctx)
         self.sampler.load_state_dict(state["sampler"])
         if rng is not None:  # absent when this rank did not exist in the saving job
@@ -124,11 +138,11 @@ class Trainer:
         if self.ctx.is_main:
             self.log.truncate_after(state["step"])
         self.console.print(f"resuming from {ckpt.name} (step {state['step']})")
-        return state["step"], state["tokens"], state["bad_streak"]
+        return LoopState(state["step"], state["tokens"], state["bad_streak"])
 
-    def _save(self, step: int, tokens: int, bad_streak: int) -> Path:
-        state = {"step": step, "tokens": tokens, "bad_streak": bad_streak, "sampler": self.sampler.state_dict()}
-        return save_checkpoint(self.run_dir, step, self.model, self.optimizer, state,
+    def _save(self, loop: LoopState) -> Path:
+        state = {**dataclasses.asdict(loop), "sampler": self.sampler.state_dict()}
+        return save_checkpoint(self.run_dir, loop.step, self.model, self.optimizer, state,
                                rng_state(self.routing_gen), self.cfg.train.keep_last, self.ctx)
 
     # ----- evaluation ----------------------------------------------------------------------
@@ -194,74 +208,90 @@ class Trainer:
     # ----- the loop ------------------------------------------------------------------------
     def run(self) -> TrainResult:
         """Train to `train.steps` (resuming when possible); Ctrl-C saves and stops cleanly."""
-        with fail_clearly(self.ctx, lambda: latest_checkpoint(self.run_dir)):
-            return self._run()
+        try:
+            with fail_clearly(self.ctx, lambda: latest_checkpoint(self.run_dir)):
+                return self._run()
+        finally:
+            if self.lock:
+                self.lock.close()
 
     def _run(self) -> TrainResult:
         t, cfg, main = self.cfg.train, self.cfg, self.ctx.is_main
         if main:
             (self.run_dir / "config.toml").write_text(cfg.to_toml())
-        step, tokens, bad_streak = self._resume()
+        loop = self._resume()
         self.console.print(
             f"run folder {self.run_dir} | model {self.model_description} | "
             f"{self.tokens_per_step:,} tokens/step x {t.steps} steps | {self.ctx.world} x {self.device}"
             + (f", expert parallel {self.ctx.ep_size}" if self.ctx.ep_size > 1 else ""))
-        peak = measure_peak_flops(self.device) * self.ctx.world
-        if step == 0:
+        self.peak = measure_peak_flops(self.device) * self.ctx.world
+        if loop.step == 0:
             val = self.evaluate()
             if main:
                 self.log.write({"step": 0, "tokens": 0, "val_loss": val})
-        progress = TrainProgress(t.steps, step) if main else None
-        acc, interval_start, interrupted = IntervalStats(), time.perf_counter(), False
+        self.progress = TrainProgress(t.steps, loop.step) if main else None
+        self.interval = IntervalStats()
+        self.interval_start = time.perf_counter()
+        saved_at = loop.step
+        # Under torchrun the launcher's SIGTERM means a peer died (fail_clearly): rely on save_every.
+        stop = StopRequest(self.progress.print if main else print) if not self.ctx.distributed else None
         try:
-            while step < t.steps:
-                applied, loss = self._step(step, acc)
-                step += 1
-                tokens += self.tokens_per_step
-                if not applied:
-                    bad_streak += 1
-                    self._note_skip(step, tokens, loss, bad_streak, progress)
-                    continue
-                bad_streak = 0
-                if main and (step % t.log_every == 0 or step == t.steps):
-                    rec = acc.record(step, tokens, time.perf_counter() - interval_start, self.flops_per_token, peak)
-                    self.log.write(rec)
-                    progress.update(step, rec["loss"], rec["tokens_per_s"])
-                if step % t.log_every == 0 or step == t.steps:
-                    acc, interval_start = IntervalStats(), time.perf_counter()
-                if step % t.eval_every == 0 or step == t.steps:
-                    val = self.evaluate()
-                    if main:
-                        self.log.write({"step": step, "tokens": tokens, "val_loss": val})
-                        write_plots(self.log.read(), self.run_dir)
-                if step % t.save_every == 0 or step == t.steps:
-                    self._save(step, tokens, bad_streak)
-                if step % t.eval_every == 0 or step % t.save_every == 0:
-                    interval_start = time.perf_counter()  # keep eval/save time out of tokens/s
+            with stop or contextlib.nullcontext():
+                while loop.step < t.steps and not (stop and stop.requested):
+                    self._train_step(loop)
+                    due = loop.bad_streak == 0 and (loop.step % t.save_every == 0 or loop.step == t.steps)
+                    if due or (stop and stop.requested):  # a skipped step's weights are the last good ones
+                        with stop.saving() if stop else contextlib.nullcontext():
+                            path = self._save(loop)
+                        saved_at = loop.step
+                        self.interval_start = time.perf_counter()  # keep save time out of tokens/s
+            if loop.step < t.steps:
+                self.console.print(f"stopped at step {loop.step}: saved {path}; rerun the same command to resume")
         except KeyboardInterrupt:
-            interrupted = True
-            if progress:
-                progress.close()
-            # A collective save needs every rank in step; under torchrun rely on save_every.
-            if bad_streak == 0 and step > 0 and not self.ctx.distributed:
-                path = self._save(step, tokens, bad_streak)
-                self.console.print(f"interrupted at step {step}: saved {path}; rerun the same command to resume")
-            else:
-                self.console.print(f"interrupted at step {step}; the last checkpoint is kept")
+            self.console.print(f"stopped during step {loop.step + 1}; the last checkpoint (step {saved_at}) "
+                               "is kept; rerun the same command to resume from it")
         finally:
-            if progress:
-                progress.close()
-        summary = self._summary(step, interrupted) if main else {}
-        return TrainResult(self.run_dir, step, interrupted, summary)
+            if self.progress:
+                self.progress.close()
+        interrupted = loop.step < t.steps
+        summary = self._summary(loop.step, interrupted) if main else {}
+        return TrainResult(self.run_dir, loop.step, interrupted, summary)
 
-    def _note_skip(self, step: int, tokens: int, loss: float, bad_streak: int, progress) -> None:
+    def _train_step(self, loop: LoopState) -> None:
+        """One optimizer step with its logging and evaluation; advances `loop`."""
+        t, main = self.cfg.train, self.ctx.is_main
+        applied, loss = self._step(loop.step, self.interval)
+        loop.step += 1
+        loop.tokens += self.tokens_per_step
+        if not applied:
+            loop.bad_streak += 1
+            self._note_skip(loop, loss)
+            return
+        loop.bad_streak = 0
+        step = loop.step
+        if step % t.log_every == 0 or step == t.steps:
+            if main:
+                rec = self.interval.record(step, loop.tokens, time.perf_counter() - self.interval_start,
+                                           self.flops_per_token, self.peak)
+                self.log.write(rec)
+                self.progress.update(step, rec["loss"], rec["tokens_per_s"])
+            self.interval, self.interval_start = IntervalStats(), time.perf_counter()
+        if step % t.eval_every == 0 or step == t.steps:
+            val = self.evaluate()
+            if main:
+                self.log.write({"step": step, "tokens": loop.tokens, "val_loss": val})
+                write_plots(self.log.read(), self.run_dir)
+            self.interval_start = time.perf_counter()  # keep eval time out of tokens/s
+
+    def _note_skip(self, loop: LoopState, loss: float) -> None:
         if self.ctx.is_main:
-            self.log.write({"step": step, "tokens": tokens, "skipped": True, "loss": loss})
-            progress.print(f"step {step}: non-finite loss or gradient, step skipped ({bad_streak} in a row)")
-        if bad_streak >= self.cfg.train.max_bad_steps:
+            self.log.write({"step": loop.step, "tokens": loop.tokens, "skipped": True, "loss": loss})
+            self.progress.print(f"step {loop.step}: non-finite loss or gradient, step skipped "
+                                f"({loop.bad_streak} in a row)")
+        if loop.bad_streak >= self.cfg.train.max_bad_steps:
             last = latest_checkpoint(self.run_dir)
             raise TrainingDiverged(
-                f"loss was non-finite for {bad_streak} steps in a row (last at step {step}); "
+                f"loss was non-finite for {loop.bad_streak} steps in a row (last at step {loop.step}); "
                 f"the last good checkpoint is {last or 'none'}; lower train.lr or check the data")
 
     def _summary(self, step: int, interrupted: bool) -> dict:
