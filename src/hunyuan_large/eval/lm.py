@@ -1,0 +1,199 @@
+"""The lm-evaluation-harness model `hunyuan`: batched log-likelihoods by full forwards, generation by the engine.
+
+Shapes: B requests in a batch, T tokens, D hidden, V vocabulary, N scored tokens of a batch.
+
+Log-likelihood requests are sorted longest first and right-padded into batches of `batch_size`:
+one forward per batch (causal attention, so padding after a row's tokens cannot change them, and
+eval routing is dropless, so it cannot take a token's expert either), then the LM head and the
+log-softmax only at the positions that predict continuation tokens. Generation requests all go to
+the engine at once; its continuous batching keeps `batch_size` of them decoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+from tqdm import tqdm
+
+from ..errors import UserError
+from ..infer import Engine, EngineConfig, SamplingParams
+from ..model import HunyuanForCausalLM
+from ..pretrained import load_pretrained
+from ..tokenizer import HunyuanTokenizer
+
+Request = tuple[tuple[str | None, str | None], list[int], list[int]]  # lm-eval's (strings, context ids, continuation ids)
+
+
+def load_tokenizer(folder: str | Path) -> HunyuanTokenizer:
+    """The tokenizer of a model folder (the one place evaluation loads a tokenizer)."""
+    return HunyuanTokenizer.from_pretrained(folder)
+
+
+@register_model("hunyuan")
+class HunyuanLM(TemplateLM):
+    """Our model and tokenizer behind lm-eval's interface (`simple_evaluate(model=HunyuanLM(...))`)."""
+
+    def __init__(self, pretrained: str | Path | None = None, *, model: HunyuanForCausalLM | None = None,
+                 tokenizer: HunyuanTokenizer | None = None, batch_size: int | str = 16,
+                 max_length: int | str | None = None, max_gen_toks: int | str = 256, device: str = "auto",
+                 dtype: str | None = None, seed: int | str = 1234):
+        """A model folder (`pretrained`), or a model and tokenizer already loaded."""
+        super().__init__()
+        if (pretrained is None) == (model is None):
+            raise UserError("give either a model folder (pretrained=DIR) or a loaded model, not both")
+        if pretrained is not None:
+            model, tokenizer = load_pretrained(pretrained, device=device, dtype=dtype), load_tokenizer(pretrained)
+        if tokenizer is None:
+            raise UserError("evaluation needs a tokenizer; this model has none")
+        self.batch_size, self.max_gen_toks, self.seed = _positive(batch_size, "batch_size"), _positive(
+            max_gen_toks, "max_gen_toks"), int(seed)
+        length = None if max_length is None else _positive(max_length, "max_length")
+        self.engine = Engine(model, tokenizer, config=EngineConfig(max_batch=self.batch_size, max_len=length))
+        self.model, self.tok = model, tokenizer
+        self.max_length = self.engine.max_len  # the context, or less where the KV cache budget says so
+        self._device = self.engine.device
+        self._name = str(Path(pretrained).resolve()).replace("/", "__") if pretrained else "hunyuan"
+        # Generation ends on end-of-text and on the chat template's end of turn.
+        self.stop_ids = tuple(dict.fromkeys((tokenizer.eos_id, *tokenizer.chat_stop_ids)))
+        self._bos_text = tokenizer.decode([tokenizer.bos_id])
+
+    # ----- tokens ----------------------------------------------------------------------------------
+    @property
+    def eot_token_id(self) -> int:
+        return self.tok.eos_id
+
+    @property
+    def prefix_token_id(self) -> int:
+        """<|startoftext|>: what an empty context and the first rolling window condition on."""
+        return self.tok.bos_id
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
+        """Text -> ids; a document start (bos) is prepended unless told not to or already in the text."""
+        ids = self.tok.encode(string, add_special_tokens=False)
+        if add_special_tokens is False or (add_special_tokens is None and string.startswith(self._bos_text)):
+            return ids
+        return [self.tok.bos_id, *ids]
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self._name
+
+    def chat_template(self, chat_template: bool | str = False) -> str:
+        """A sample conversation rendered by the template (lm-eval only records and hashes it)."""
+        return self.tok.apply_chat_template([{"role": "user", "content": "{question}"},
+                                             {"role": "assistant", "content": "{answer}"}], tokenize=False)
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """The prompt text of a conversation; a final assistant message is left open to continue."""
+        if not add_generation_prompt and chat_history and chat_history[-1]["role"] == "assistant":
+            head = self.tok.apply_chat_template(chat_history[:-1], tokenize=False) if len(chat_history) > 1 else ""
+            return head + chat_history[-1]["content"]
+        return self.tok.apply_chat_template(chat_history, tokenize=False)
+
+    # ----- scoring ---------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _loglikelihood_tokens(self, requests: Sequence[Request], disable_tqdm: bool = False,
+                              **kwargs) -> list[tuple[float, bool]]:
+        """(sum of continuation log-probs, whether greedy decoding yields the continuation) per request."""
+        inputs, targets = [], []
+        for _, context, continuation in requests:
+            ids = (context + continuation)[-(self.max_length + 1):]  # left-truncated to the context
+            n = min(len(continuation), len(ids) - 1)
+            inputs.append(ids[:-1])
+            targets.append(ids[-n:])
+        order = sorted(range(len(requests)), key=lambda i: -len(inputs[i]))  # longest first: OOM at once
+        results: list[tuple[float, bool]] = [(0.0, True)] * len(requests)
+        for start in tqdm(range(0, len(order), self.batch_size), disable=disable_tqdm, desc="log-likelihood",
+                          unit="batch"):
+            batch = order[start: start + self.batch_size]
+            for i, scored in zip(batch, self._score_batch([inputs[i] for i in batch], [targets[i] for i in batch])):
+                results[i] = scored
+                strings = requests[i][0]
+                if strings[0] is not None:
+                    self.cache_hook.add_partial("loglikelihood", strings, scored)
+        return results
+
+    def _score_batch(self, inputs: list[list[int]], targets: list[list[int]]) -> list[tuple[float, bool]]:
+        """One forward over right-padded inputs; each row's targets are predicted by its last positions."""
+        ids = torch.zeros(len(inputs), max(map(len, inputs)), dtype=torch.long)  # (B, T), padded with id 0
+        rows, cols = [], []
+        for r, (inp, tgt) in enumerate(zip(inputs, targets)):
+            ids[r, : len(inp)] = torch.tensor(inp)
+            rows += [r] * len(tgt)
+            cols += range(len(inp) - len(tgt), len(inp))
+        hidden = self.model.model(ids.to(self.device)).last_hidden_state  # (B, T, D)
+        logprobs = self.model.lm_head(hidden[rows, cols]).float().log_softmax(-1)  # (N, V)
+        flat = torch.tensor([t for tgt in targets for t in tgt], device=logprobs.device)  # (N,)
+        token_lp = logprobs.gather(1, flat[:, None])[:, 0].tolist()
+        hit = (logprobs.argmax(-1) == flat).tolist()
+        out, pos = [], 0
+        for tgt in targets:
+            out.append((sum(token_lp[pos: pos + len(tgt)]), all(hit[pos: pos + len(tgt)])))
+            pos += len(tgt)
+        return out
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        """Each text's total log-likelihood over lm-eval's disjoint windows (every token scored once)."""
+        windows: list[Request] = []
+        owner: list[int] = []
+        for i, (text,) in enumerate(req.args for req in requests):
+            ids = self.tok_encode(text, add_special_tokens=False)
+            for context, pred in map(make_disjoint_window, get_rolling_token_windows(
+                    ids, self.prefix_token_id, self.max_length, context_len=1)):
+                windows.append(((None, None), context, pred))
+                owner.append(i)
+        totals = [0.0] * len(requests)
+        for i, (lp, _) in zip(owner, self._loglikelihood_tokens(windows, disable_tqdm)):
+            totals[i] += lp
+        for req, total in zip(requests, totals):
+            self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
+        return totals
+
+    # ----- generation ------------------------------------------------------------------------------
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        """Continuations from the engine, cut at the first stop string as lm-eval's own backends do."""
+        eos = self.tok.decode([self.eot_token_id])
+        stops: dict[str, list[str]] = {}
+        for i, req in enumerate(requests):
+            context, gen_kwargs = req.args
+            kwargs = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
+            until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
+            max_gen = kwargs.pop("max_gen_toks")
+            if max_gen >= self.max_length:
+                raise UserError(f"max_gen_toks {max_gen} leaves no room for a prompt in the context of "
+                                f"{self.max_length} tokens")
+            params = SamplingParams(
+                max_new_tokens=max_gen, stop=tuple(s for s in until if s), stop_token_ids=self.stop_ids,
+                temperature=float(kwargs.get("temperature", 1.0)) if kwargs.get("do_sample") else 0.0,
+                top_p=float(kwargs.get("top_p") or 1.0), top_k=int(kwargs.get("top_k") or 0), seed=self.seed + i)
+            prompt = self.tok_encode(context)[-(self.max_length - max_gen):]  # left-truncated as in `hf`
+            stops[self.engine.add_request(prompt, params, request_id=str(i))] = until
+        tokens: dict[str, list[int]] = {rid: [] for rid in stops}
+        with tqdm(total=len(requests), disable=disable_tqdm, desc="generate_until", unit="req") as bar:
+            while self.engine.has_unfinished():
+                for out in self.engine.step():
+                    tokens[out.request_id] += out.token_ids
+                    bar.update(out.finished)
+        # The engine stopped at the first stop string; decoding the ids ourselves and cutting at it
+        # gives exactly lm-eval's text (stop ids dropped, other special tokens kept as their text).
+        results = [postprocess_generated_text(self.tok.decode([t for t in ids if t not in self.stop_ids]),
+                                              stops[rid], None) for rid, ids in tokens.items()]
+        for req, text in zip(requests, results):
+            self.cache_hook.add_partial("generate_until", req.args, text)
+        return results
+
+
+def _positive(value: int | str, name: str) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise UserError(f"{name} must be an integer >= 1, got {value!r}")
+    return n
