@@ -1,12 +1,8 @@
 """The lm-evaluation-harness model `hunyuan`: batched log-likelihoods by full forwards, generation by the engine.
 
-Shapes: B requests in a batch, T tokens, D hidden, V vocabulary, N scored tokens of a batch.
-
-Log-likelihood requests are sorted longest first and right-padded into batches of `batch_size`:
-one forward per batch (causal attention, so padding after a row's tokens cannot change them, and
-eval routing is dropless, so it cannot take a token's expert either), then the LM head and the
-log-softmax only at the positions that predict continuation tokens. Generation requests all go to
-the engine at once; its continuous batching keeps `batch_size` of them decoding.
+Log-likelihood requests are scored by scoring.py: sorted longest first, `batch_size` per forward.
+Generation requests all go to the engine at once; its continuous batching keeps `batch_size` of
+them decoding.
 """
 
 from __future__ import annotations
@@ -14,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
@@ -26,6 +21,7 @@ from ..infer import Engine, EngineConfig, SamplingParams
 from ..model import HunyuanForCausalLM
 from ..pretrained import load_pretrained
 from ..tokenizer import HunyuanTokenizer
+from .scoring import score
 
 Request = tuple[tuple[str | None, str | None], list[int], list[int]]  # lm-eval's (strings, context ids, continuation ids)
 
@@ -97,46 +93,19 @@ class HunyuanLM(TemplateLM):
         return self.tok.apply_chat_template(chat_history, tokenize=False)
 
     # ----- scoring ---------------------------------------------------------------------------------
-    @torch.inference_mode()
     def _loglikelihood_tokens(self, requests: Sequence[Request], disable_tqdm: bool = False,
                               **kwargs) -> list[tuple[float, bool]]:
         """(sum of continuation log-probs, whether greedy decoding yields the continuation) per request."""
         inputs, targets = [], []
         for _, context, continuation in requests:
             ids = (context + continuation)[-(self.max_length + 1):]  # left-truncated to the context
-            n = min(len(continuation), len(ids) - 1)
             inputs.append(ids[:-1])
-            targets.append(ids[-n:])
-        order = sorted(range(len(requests)), key=lambda i: -len(inputs[i]))  # longest first: OOM at once
-        results: list[tuple[float, bool]] = [(0.0, True)] * len(requests)
-        for start in tqdm(range(0, len(order), self.batch_size), disable=disable_tqdm, desc="log-likelihood",
-                          unit="batch"):
-            batch = order[start: start + self.batch_size]
-            for i, scored in zip(batch, self._score_batch([inputs[i] for i in batch], [targets[i] for i in batch])):
-                results[i] = scored
-                strings = requests[i][0]
-                if strings[0] is not None:
-                    self.cache_hook.add_partial("loglikelihood", strings, scored)
+            targets.append(ids[-min(len(continuation), len(ids) - 1):])
+        results = score(self.model, inputs, targets, self.batch_size, progress=not disable_tqdm)
+        for (strings, _, _), scored in zip(requests, results):
+            if strings[0] is not None:
+                self.cache_hook.add_partial("loglikelihood", strings, scored)
         return results
-
-    def _score_batch(self, inputs: list[list[int]], targets: list[list[int]]) -> list[tuple[float, bool]]:
-        """One forward over right-padded inputs; each row's targets are predicted by its last positions."""
-        ids = torch.zeros(len(inputs), max(map(len, inputs)), dtype=torch.long)  # (B, T), padded with id 0
-        rows, cols = [], []
-        for r, (inp, tgt) in enumerate(zip(inputs, targets)):
-            ids[r, : len(inp)] = torch.tensor(inp)
-            rows += [r] * len(tgt)
-            cols += range(len(inp) - len(tgt), len(inp))
-        hidden = self.model.model(ids.to(self.device)).last_hidden_state  # (B, T, D)
-        logprobs = self.model.lm_head(hidden[rows, cols]).float().log_softmax(-1)  # (N, V)
-        flat = torch.tensor([t for tgt in targets for t in tgt], device=logprobs.device)  # (N,)
-        token_lp = logprobs.gather(1, flat[:, None])[:, 0].tolist()
-        hit = (logprobs.argmax(-1) == flat).tolist()
-        out, pos = [], 0
-        for tgt in targets:
-            out.append((sum(token_lp[pos: pos + len(tgt)]), all(hit[pos: pos + len(tgt)])))
-            pos += len(tgt)
-        return out
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Each text's total log-likelihood over lm-eval's disjoint windows (every token scored once)."""
