@@ -21,14 +21,10 @@ from ..infer import Engine, EngineConfig, SamplingParams
 from ..model import HunyuanForCausalLM
 from ..pretrained import load_pretrained
 from ..tokenizer import HunyuanTokenizer
+from . import load_tokenizer
 from .scoring import score
 
 Request = tuple[tuple[str | None, str | None], list[int], list[int]]  # lm-eval's (strings, context ids, continuation ids)
-
-
-def load_tokenizer(folder: str | Path) -> HunyuanTokenizer:
-    """The tokenizer of a model folder (the one place evaluation loads a tokenizer)."""
-    return HunyuanTokenizer.from_pretrained(folder)
 
 
 @register_model("hunyuan")
