@@ -2,10 +2,12 @@
 
 Shapes: B sequences in a batch, T tokens, D hidden, V vocabulary, N scored tokens of a batch.
 
-Sequences are sorted longest first (so an out-of-memory shows at once and padding stays small)
-and right-padded into batches: one forward per batch (attention is causal, so padding after a
-row's tokens cannot change them, and eval routing is dropless, so padding cannot take a token's
-expert), then the LM head and the log-softmax only where a target token is predicted.
+Requests with the same input ids share one row (a multiple-choice question with one-token
+answers runs its context once). Rows are sorted longest first (so an out-of-memory shows at once
+and padding stays small) and right-padded into batches: one forward per batch (attention is
+causal, so padding after a row's tokens cannot change them, and eval routing is dropless, so
+padding cannot take a token's expert), then the LM head and the log-softmax only where a target
+token is predicted.
 """
 
 from __future__ import annotations
@@ -21,13 +23,17 @@ from ..model import HunyuanForCausalLM
 @torch.inference_mode()
 def score_batch(model: HunyuanForCausalLM, inputs: Sequence[Sequence[int]],
                 targets: Sequence[Sequence[int]]) -> list[tuple[float, bool]]:
-    """(sum of log p(target), whether each target is the argmax) per row; a row's targets follow its
-    last len(targets) inputs, i.e. inputs[i][-k:] predict targets[i] shifted by one."""
-    ids = torch.zeros(len(inputs), max(map(len, inputs)), dtype=torch.long)  # (B, T), padded with id 0
+    """(sum of log p(target), whether each target is the argmax) per request: its last len(targets)
+    input positions predict its targets. Requests with equal inputs share a row of the forward."""
+    row_of: dict[tuple[int, ...], int] = {}
+    for inp in inputs:
+        row_of.setdefault(tuple(inp), len(row_of))
+    ids = torch.zeros(len(row_of), max(map(len, inputs)), dtype=torch.long)  # (B, T), padded with id 0
+    for seq, r in row_of.items():
+        ids[r, : len(seq)] = torch.tensor(seq)
     rows, cols = [], []
-    for r, (inp, tgt) in enumerate(zip(inputs, targets)):
-        ids[r, : len(inp)] = torch.tensor(inp)
-        rows += [r] * len(tgt)
+    for inp, tgt in zip(inputs, targets):
+        rows += [row_of[tuple(inp)]] * len(tgt)
         cols += range(len(inp) - len(tgt), len(inp))
     device = model.model.embed_tokens.weight.device
     hidden = model.model(ids.to(device)).last_hidden_state  # (B, T, D)
@@ -44,11 +50,15 @@ def score_batch(model: HunyuanForCausalLM, inputs: Sequence[Sequence[int]],
 
 def score(model: HunyuanForCausalLM, inputs: Sequence[Sequence[int]], targets: Sequence[Sequence[int]],
           batch_size: int, progress: bool = True, desc: str = "log-likelihood") -> list[tuple[float, bool]]:
-    """`score_batch` over all sequences, longest first in batches of `batch_size`; results in input order."""
-    order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))
+    """`score_batch` over all requests, `batch_size` distinct inputs per forward, longest first;
+    results in request order."""
+    groups: dict[tuple[int, ...], list[int]] = {}  # distinct input -> its requests
+    for i, inp in enumerate(inputs):
+        groups.setdefault(tuple(inp), []).append(i)
+    order = sorted(groups.values(), key=lambda g: -len(inputs[g[0]]))
     results: list[tuple[float, bool]] = [(0.0, True)] * len(inputs)
     for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc=desc, unit="batch"):
-        batch = order[start: start + batch_size]
+        batch = [i for group in order[start: start + batch_size] for i in group]
         for i, scored in zip(batch, score_batch(model, [inputs[i] for i in batch], [targets[i] for i in batch])):
             results[i] = scored
     return results
