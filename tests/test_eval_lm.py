@@ -61,8 +61,9 @@ def test_is_greedy_true_for_the_greedy_continuation(folder, reference):
         with torch.no_grad():
             greedy.append(int(reference(torch.tensor([ids + greedy])).logits[0, -1].argmax()))
     other = greedy[:3] + [(greedy[3] + 1) % lm.tok.vocab_size]
-    (lp, hit), (_, miss) = lm._loglikelihood_tokens([((None, None), ids, greedy), ((None, None), ids, other)])
-    assert hit and not miss
+    (lp, hit), (_, miss), empty = lm._loglikelihood_tokens(
+        [((None, None), ids, greedy), ((None, None), ids, other), ((None, None), ids, [])])
+    assert hit and not miss and empty == (0.0, True)
     assert lp == pytest.approx(token_logprobs(reference, ids + greedy)[-4:].sum().item(), abs=1e-4)
 
 

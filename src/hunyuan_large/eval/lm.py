@@ -1,6 +1,7 @@
 """The lm-evaluation-harness model `hunyuan`: batched log-likelihoods by full forwards, generation by the engine.
 
-Log-likelihood requests are scored by scoring.py: sorted longest first, `batch_size` per forward.
+Log-likelihood requests are scored by scoring.py: `batch_size` distinct inputs per forward, the
+LM head only where a continuation token is predicted.
 Generation requests all go to the engine at once; its continuous batching keeps `batch_size` of
 them decoding.
 """
@@ -95,8 +96,9 @@ class HunyuanLM(TemplateLM):
         inputs, targets = [], []
         for _, context, continuation in requests:
             ids = (context + continuation)[-(self.max_length + 1):]  # left-truncated to the context
+            n = min(len(continuation), len(ids) - 1)  # an empty continuation scores 0, greedy
             inputs.append(ids[:-1])
-            targets.append(ids[-min(len(continuation), len(ids) - 1):])
+            targets.append(ids[len(ids) - n:])
         results = score(self.model, inputs, targets, self.batch_size, progress=not disable_tqdm)
         for (strings, _, _), scored in zip(requests, results):
             if strings[0] is not None:

@@ -38,7 +38,7 @@ def score_batch(model: HunyuanForCausalLM, inputs: Sequence[Sequence[int]],
     device = model.model.embed_tokens.weight.device
     hidden = model.model(ids.to(device)).last_hidden_state  # (B, T, D)
     logprobs = model.lm_head(hidden[rows, cols]).float().log_softmax(-1)  # (N, V)
-    flat = torch.tensor([t for tgt in targets for t in tgt], device=device)  # (N,)
+    flat = torch.tensor([t for tgt in targets for t in tgt], dtype=torch.long, device=device)  # (N,)
     token_lp = logprobs.gather(1, flat[:, None])[:, 0].tolist()
     hit = (logprobs.argmax(-1) == flat).tolist()
     out, pos = [], 0
