@@ -7,6 +7,7 @@ include path holds our tasks (eval/tasks/) and any the user adds.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,12 @@ class EvalRun:
     num_fewshot: int | None = None
     apply_chat_template: bool = False
     seed: int = 1234
+
+
+def _quiet_custom_dataset_hint(record: logging.LogRecord) -> bool:
+    # lm-eval logs a hint about RULER's `max_seq_lengths` for every task with a custom_dataset;
+    # it means nothing for ours.
+    return "Custom kwargs can be passed" not in record.getMessage()
 
 
 def task_manager(tasks: Sequence[str], include_path: Sequence[str | Path] = ()):
@@ -52,6 +59,9 @@ def evaluate(lm, run: EvalRun) -> dict:
     """lm-eval's results dict (per-task metrics, groups, configs) for `lm` on `run.tasks`."""
     from lm_eval import simple_evaluate
 
+    task_log = logging.getLogger("lm_eval.api.task")
+    if _quiet_custom_dataset_hint not in task_log.filters:
+        task_log.addFilter(_quiet_custom_dataset_hint)
     manager = task_manager(run.tasks, run.include_path)
     start = time.perf_counter()
     results = simple_evaluate(model=lm, tasks=list(run.tasks), task_manager=manager, limit=run.limit,
