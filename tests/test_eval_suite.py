@@ -103,3 +103,15 @@ def test_hunyuan_eval_suite_end_to_end(tmp_path, capsys):
     direct = text_perplexity(model, tok, texts, window=512, stride=512, progress=False)
     bpb = sum(r.nll for r in direct) / sum(r.bytes for r in direct) / math.log(2)
     assert results["hunyuan_text"]["bits_per_byte,none"] == pytest.approx(bpb, rel=1e-5)
+
+
+def test_a_user_task_folder_with_local_data(tmp_path):
+    docs = [{"question": f"Pick {i}", "choices": [str(i), str(i + 1), str(i + 2)], "label": i % 3} for i in range(6)]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (tmp_path / "my_task.yaml").write_text(
+        "task: my_task\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {tmp_path / 'data.jsonl'}\noutput_type: multiple_choice\ntest_split: test\n"
+        "doc_to_text: '{{question}}'\ndoc_to_choice: '{{choices}}'\ndoc_to_target: label\n"
+        "metric_list:\n  - metric: acc\n")
+    results = evaluate(Oracle(), EvalRun(["my_task", "hunyuan_choice"], include_path=[tmp_path], limit=6))["results"]
+    assert results["my_task"]["acc,none"] == results["hunyuan_choice"]["acc,none"] == 1.0
