@@ -115,3 +115,20 @@ def test_chat_template_leaves_a_prefilled_reply_open(folder):
     assert prompt == lm.tok.apply_chat_template(chat, tokenize=False)
     assert lm.apply_chat_template(chat + [{"role": "assistant", "content": "It is"}], False) == prompt + "It is"
     assert lm.tok_encode(prompt) == lm.tok.encode(prompt, add_special_tokens=False)  # bos already in the text
+
+
+def test_shared_contexts_equal_full_forwards(folder, reference):
+    """Answers after one context (run once, its K/V reused) score as each (context, answer) run whole."""
+    lm = HunyuanLM(folder, batch_size=2)
+    gen = torch.Generator().manual_seed(7)
+
+    def ids(n):
+        return torch.randint(3, lm.tok.vocab_size, (n,), generator=gen).tolist()
+
+    contexts = [ids(n) for n in (3, 17, 9)]
+    requests = [((None, None), c, ids(k)) for c in contexts for k in (1, 4, 2)]  # groups of 3 answers
+    requests.append(((None, None), ids(5), ids(3)))  # alone
+    got = lm._loglikelihood_tokens(requests, disable_tqdm=True)
+    for (_, context, continuation), (lp, _) in zip(requests, got):
+        expected = token_logprobs(reference, context + continuation)[-len(continuation):].sum().item()
+        assert lp == pytest.approx(expected, abs=1e-4)

@@ -1,7 +1,8 @@
 """The lm-evaluation-harness model `hunyuan`: batched log-likelihoods by full forwards, generation by the engine.
 
-Log-likelihood requests are scored by scoring.py: `batch_size` distinct inputs per forward, the
-LM head only where a continuation token is predicted.
+Log-likelihood requests that share a context (multiple-choice answers) run it once
+(shared_context.py); the others are scored whole, `batch_size` distinct inputs per forward
+(scoring.py); the LM head runs only where a continuation token is predicted.
 Generation requests all go to the engine at once; its continuous batching keeps `batch_size` of
 them decoding.
 """
@@ -24,6 +25,7 @@ from ..pretrained import load_pretrained
 from ..tokenizer import HunyuanTokenizer
 from . import load_tokenizer
 from .scoring import score
+from .shared_context import score_shared
 
 Request = tuple[tuple[str | None, str | None], list[int], list[int]]  # lm-eval's (strings, context ids, continuation ids)
 
@@ -92,14 +94,32 @@ class HunyuanLM(TemplateLM):
     # ----- scoring ---------------------------------------------------------------------------------
     def _loglikelihood_tokens(self, requests: Sequence[Request], disable_tqdm: bool = False,
                               **kwargs) -> list[tuple[float, bool]]:
-        """(sum of continuation log-probs, whether greedy decoding yields the continuation) per request."""
+        """(sum of continuation log-probs, whether greedy decoding yields the continuation) per request.
+
+        Requests that share a context and fit the context window run it once (shared_context.py);
+        the others are scored whole, left-truncated to the window (scoring.py)."""
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (_, context, continuation) in enumerate(requests):
+            if continuation and len(context) + len(continuation) <= self.max_length + 1:
+                groups.setdefault(tuple(context), []).append(i)
+        shared = [g for g in groups.values() if len(g) > 1]
+        in_shared = {i for g in shared for i in g}
+        alone = [i for i in range(len(requests)) if i not in in_shared]
+        results: list[tuple[float, bool]] = [(0.0, True)] * len(requests)
+        scored = score_shared(self.model, [requests[g[0]][1] for g in shared],
+                              [[requests[i][2] for i in g] for g in shared], self.batch_size, not disable_tqdm)
+        for g, group_scores in zip(shared, scored):
+            for i, result in zip(g, group_scores):
+                results[i] = result
         inputs, targets = [], []
-        for _, context, continuation in requests:
+        for i in alone:
+            _, context, continuation = requests[i]
             ids = (context + continuation)[-(self.max_length + 1):]  # left-truncated to the context
             n = min(len(continuation), len(ids) - 1)  # an empty continuation scores 0, greedy
             inputs.append(ids[:-1])
             targets.append(ids[len(ids) - n:])
-        results = score(self.model, inputs, targets, self.batch_size, progress=not disable_tqdm)
+        for i, result in zip(alone, score(self.model, inputs, targets, self.batch_size, progress=not disable_tqdm)):
+            results[i] = result
         for (strings, _, _), scored in zip(requests, results):
             if strings[0] is not None:
                 self.cache_hook.add_partial("loglikelihood", strings, scored)

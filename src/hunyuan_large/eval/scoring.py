@@ -35,10 +35,16 @@ def score_batch(model: HunyuanForCausalLM, inputs: Sequence[Sequence[int]],
     for inp, tgt in zip(inputs, targets):
         rows += [row_of[tuple(inp)]] * len(tgt)
         cols += range(len(inp) - len(tgt), len(inp))
-    device = model.model.embed_tokens.weight.device
-    hidden = model.model(ids.to(device)).last_hidden_state  # (B, T, D)
-    logprobs = model.lm_head(hidden[rows, cols]).float().log_softmax(-1)  # (N, V)
-    flat = torch.tensor([t for tgt in targets for t in tgt], dtype=torch.long, device=device)  # (N,)
+    hidden = model.model(ids.to(model.model.embed_tokens.weight.device)).last_hidden_state  # (B, T, D)
+    return score_states(model, hidden[rows, cols], targets)
+
+
+def score_states(model: HunyuanForCausalLM, states: torch.Tensor,
+                 targets: Sequence[Sequence[int]]) -> list[tuple[float, bool]]:
+    """(sum of log p, all argmax) of each target list, whose tokens the consecutive rows of the
+    final hidden `states` (N, D) predict, in order; the LM head runs on these N rows only."""
+    logprobs = model.lm_head(states).float().log_softmax(-1)  # (N, V)
+    flat = torch.tensor([t for tgt in targets for t in tgt], dtype=torch.long, device=logprobs.device)  # (N,)
     token_lp = logprobs.gather(1, flat[:, None])[:, 0].tolist()
     hit = (logprobs.argmax(-1) == flat).tolist()
     out, pos = [], 0
