@@ -96,13 +96,17 @@ class HunyuanLM(TemplateLM):
                               **kwargs) -> list[tuple[float, bool]]:
         """(sum of continuation log-probs, whether greedy decoding yields the continuation) per request.
 
-        Requests that share a context and fit the context window run it once (shared_context.py);
+        Requests that share a context longer than their continuations, and fit the window, run
+        it once (shared_context.py);
         the others are scored whole, left-truncated to the window (scoring.py)."""
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, (_, context, continuation) in enumerate(requests):
             if continuation and len(context) + len(continuation) <= self.max_length + 1:
                 groups.setdefault(tuple(context), []).append(i)
-        shared = [g for g in groups.values() if len(g) > 1]
+        # Sharing pays when the context is the long part (a question and its answers), not for
+        # rolling windows, whose context is one token.
+        shared = [g for g in groups.values()
+                  if len(g) > 1 and len(requests[g[0]][1]) >= max(len(requests[i][2]) for i in g)]
         in_shared = {i for g in shared for i in g}
         alone = [i for i in range(len(requests)) if i not in in_shared]
         results: list[tuple[float, bool]] = [(0.0, True)] * len(requests)

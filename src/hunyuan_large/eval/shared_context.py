@@ -72,11 +72,19 @@ def score_shared_batch(model: HunyuanForCausalLM, contexts: Sequence[Sequence[in
 def score_shared(model: HunyuanForCausalLM, contexts: Sequence[Sequence[int]],
                  continuations: Sequence[Sequence[Sequence[int]]], batch_size: int,
                  progress: bool = True) -> list[list[tuple[float, bool]]]:
-    """`score_shared_batch` over all groups, `batch_size` contexts per batch, longest first."""
+    """`score_shared_batch` over all groups, longest context first; a batch holds up to `batch_size`
+    contexts and 4 * `batch_size` continuations (at least one group)."""
     order = sorted(range(len(contexts)), key=lambda g: -len(contexts[g]))
+    batches, batch, rows = [], [], 0
+    for g in order:
+        if batch and (len(batch) == batch_size or rows + len(continuations[g]) > 4 * batch_size):
+            batches.append(batch)
+            batch, rows = [], 0
+        batch.append(g)
+        rows += len(continuations[g])
+    batches += [batch] if batch else []
     results: list[list[tuple[float, bool]]] = [[] for _ in contexts]
-    for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="shared contexts", unit="batch"):
-        batch = order[start: start + batch_size]
+    for batch in tqdm(batches, disable=not progress, desc="shared contexts", unit="batch"):
         scored = score_shared_batch(model, [contexts[g] for g in batch], [continuations[g] for g in batch])
         for g, group in zip(batch, scored):
             results[g] = group
