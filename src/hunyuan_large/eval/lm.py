@@ -27,7 +27,8 @@ from . import load_tokenizer
 from .scoring import score
 from .shared_context import score_shared
 
-Request = tuple[tuple[str | None, str | None], list[int], list[int]]  # lm-eval's (strings, context ids, continuation ids)
+# lm-eval's token-level request: (strings, context ids, continuation ids)
+Request = tuple[tuple[str | None, str | None], list[int], list[int]]
 
 
 @register_model("hunyuan")

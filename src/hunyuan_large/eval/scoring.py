@@ -63,7 +63,7 @@ def score(model: HunyuanForCausalLM, inputs: Sequence[Sequence[int]], targets: S
         groups.setdefault(tuple(inp), []).append(i)
     order = sorted(groups.values(), key=lambda g: -len(inputs[g[0]]))
     results: list[tuple[float, bool]] = [(0.0, True)] * len(inputs)
-    for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc=desc, unit="batch"):
+    for start in tqdm(range(0, len(order), batch_size), disable=not (progress and order), desc=desc, unit="batch"):
         batch = [i for group in order[start: start + batch_size] for i in group]
         for i, scored in zip(batch, score_batch(model, [inputs[i] for i in batch], [targets[i] for i in batch])):
             results[i] = scored

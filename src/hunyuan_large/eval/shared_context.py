@@ -84,7 +84,7 @@ def score_shared(model: HunyuanForCausalLM, contexts: Sequence[Sequence[int]],
         rows += len(continuations[g])
     batches += [batch] if batch else []
     results: list[list[tuple[float, bool]]] = [[] for _ in contexts]
-    for batch in tqdm(batches, disable=not progress, desc="shared contexts", unit="batch"):
+    for batch in tqdm(batches, disable=not (progress and batches), desc="shared contexts", unit="batch"):
         scored = score_shared_batch(model, [contexts[g] for g in batch], [continuations[g] for g in batch])
         for g, group in zip(batch, scored):
             results[g] = group
