@@ -2,7 +2,7 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS := serve,bench,test
+EXTRAS := serve,bench,eval,test
 
 .PHONY: demo test test-all bench clean
 
