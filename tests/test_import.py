@@ -177,3 +177,27 @@ def test_cli_import_errors(tmp_path: Path, capsys) -> None:
     assert main(["import", "--package", "no-such-package-xyz", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+
+
+def greedy_reference(ref, prompts: list[list[int]], new: int, eos: int) -> list[list[int]]:
+    """transformers' greedy `generate`, one prompt at a time (no padding), ids after the prompt up to eos."""
+    out = []
+    for p in prompts:
+        ids = ref.generate(torch.tensor([p]), do_sample=False, max_new_tokens=new, eos_token_id=eos,
+                           pad_token_id=eos)[0, len(p):].tolist()
+        out.append(ids[: ids.index(eos) + 1] if eos in ids else ids)
+    return out
+
+
+def test_engine_greedy_chat_matches_generate(tmp_path: Path) -> None:
+    from hunyuan_large.infer import Engine, EngineConfig, SamplingParams
+
+    ref = llama(seed=3, num_key_value_heads=1, rope_scaling=ROPES["llama3"], rope_theta=500000.0,
+                max_position_embeddings=160)
+    out = import_model(save_hf_folder(ref, tmp_path / "src"), tmp_path / "out")
+    engine = Engine.from_pretrained(out, EngineConfig(max_batch=2, max_len=160), device="cpu")
+    prompts = [engine.encode_chat(chat) for chat in CHATS]
+    assert prompts[0][-3:] == engine.tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False)[-3:]
+    params = engine.chat_params(SamplingParams(temperature=0.0, max_new_tokens=20))
+    got = [r.token_ids for r in engine.generate(prompts, params)]
+    assert got == greedy_reference(ref, prompts, 20, eos=2) and len(got[0]) > 1
