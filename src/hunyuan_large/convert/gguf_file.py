@@ -16,6 +16,7 @@ import torch
 
 from ..model import HunyuanForCausalLM
 from ..pretrained import hf_tensors
+from .gguf_reader import GGUFTensor, read_gguf_file
 from .llama_config import UnsupportedSource, llama_model_config
 
 _LAYER = {
@@ -35,11 +36,6 @@ def _gguf():
     except ModuleNotFoundError:
         raise UnsupportedSource("importing GGUF files needs the 'gguf' package (pip install gguf==0.19.0)") from None
     return gguf
-
-
-def metadata(reader: Any) -> dict[str, Any]:
-    """The GGUF key/value metadata as Python values (strings, numbers, lists)."""
-    return {name: field.contents() for name, field in reader.fields.items() if not name.startswith("GGUF.")}
 
 
 def our_name(name: str) -> str:
@@ -92,7 +88,7 @@ def llama_config_dict(meta: dict[str, Any], has_output: bool) -> dict[str, Any]:
     }
 
 
-def _dequantize(gguf: Any, tensor: Any) -> np.ndarray:
+def _dequantize(gguf: Any, tensor: GGUFTensor) -> np.ndarray:
     try:
         w = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
         return np.require(w, dtype=np.float32, requirements="W")  # F32 tensors come as read-only memory maps
@@ -105,36 +101,32 @@ def _dequantize(gguf: Any, tensor: Any) -> np.ndarray:
 def read_gguf(path: Path) -> tuple[HunyuanForCausalLM, dict[str, Any], dict[str, Any]]:
     """The model of a GGUF file (fp32, dequantized weights), its config dict and its metadata."""
     gguf = _gguf()
-    try:
-        reader = gguf.GGUFReader(str(path))
-    except (ValueError, OSError) as e:
-        raise UnsupportedSource(f"{path} is not a readable GGUF file ({e})") from None
-    meta = metadata(reader)
-    names = {t.name for t in reader.tensors}
+    meta, tensors = read_gguf_file(path)
+    names = {t.name for t in tensors}
     if "rope_freqs.weight" in names:
         raise UnsupportedSource("GGUF rope_freqs (llama3 RoPE factors stored as a tensor) is not supported")
     hf = llama_config_dict(meta, has_output="output.weight" in names)
     cfg = llama_model_config(hf, "float32")
     with torch.device("meta"):
         model = HunyuanForCausalLM(cfg)
-    model.to_empty(device="cpu")
-    model.tie_weights()
-    targets = hf_tensors(model)
-    seen = set()
-    for tensor in reader.tensors:
+    targets = hf_tensors(model)  # meta tensors: names and shapes only
+    state = {}
+    for tensor in tensors:
         name = our_name(tensor.name)
         w = _dequantize(gguf, tensor)
         if name.endswith("q_proj.weight"):
             w = unpermute(w, cfg.num_attention_heads)
         elif name.endswith("k_proj.weight"):
             w = unpermute(w, cfg.num_key_value_heads)
-        target = targets[name]
-        if tuple(w.shape) != tuple(target.shape):
-            raise UnsupportedSource(f"GGUF tensor {tensor.name} has shape {list(w.shape)}, "
-                                    f"the config implies {list(target.shape)}")
-        target.copy_(torch.from_numpy(w))
-        seen.add(name)
-    missing = sorted(set(targets) - seen)
+        if name not in targets or tuple(w.shape) != tuple(targets[name].shape):
+            raise UnsupportedSource(f"GGUF tensor {tensor.name} has shape {list(w.shape)}, the config implies "
+                                    f"{list(targets[name].shape) if name in targets else 'none (tied head)'}")
+        state[name] = torch.from_numpy(np.ascontiguousarray(w))
+    missing = sorted(set(targets) - set(state))
     if missing:
         raise UnsupportedSource(f"the GGUF file lacks {len(missing)} tensors, e.g. {missing[0]}")
+    if cfg.tie_word_embeddings:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    model.load_state_dict(state, assign=True)  # the dequantized arrays become the parameters: no copy
+    model.tie_weights()
     return model.eval(), hf, meta
