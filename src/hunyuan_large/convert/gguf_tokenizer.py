@@ -60,9 +60,9 @@ def gguf_tokenizer(meta: dict[str, Any]) -> HFTokenizer:
         if token_id is not None:
             config[name] = tokens[token_id]
     if meta.get("tokenizer.ggml.add_bos_token") and "bos_token" in config:
-        bos = config["bos_token"]
+        bos, bos_id = config["bos_token"], meta["tokenizer.ggml.bos_token_id"]
         backend.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, vocab.get(bos, tokens.index(bos)))])
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)])
     if meta.get("tokenizer.chat_template"):
         config["chat_template"] = meta["tokenizer.chat_template"]
     return HFTokenizer(backend, config)
