@@ -46,6 +46,19 @@ def tokenizer_config() -> dict:
             "clean_up_tokenization_spaces": False}
 
 
+def sentencepiece_vocab() -> tuple[list[str], list[int], list[float]]:
+    """A Llama-2-style vocabulary: <unk> <s> </s>, 256 byte tokens, then ▁-pieces by merge rank (score = -rank)."""
+    from tokenizers import SentencePieceBPETokenizer
+
+    sp = SentencePieceBPETokenizer()
+    sp.train_from_iterator(TEXTS, vocab_size=200, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
+    vocab = sp.get_vocab()
+    pieces = sorted(vocab, key=vocab.get)
+    tokens = pieces[:3] + [f"<0x{b:02X}>" for b in range(256)] + pieces[3:]
+    types = [2, 3, 3] + [6] * 256 + [1] * (len(pieces) - 3)  # unknown, control, byte, normal
+    return tokens, types, [0.0] * 259 + [-float(i) for i in range(len(pieces) - 3)]
+
+
 def llama(seed: int = 0, **config):
     """A random transformers LlamaForCausalLM (fp32) with perturbed norms, so a misplaced norm shows."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -112,20 +125,24 @@ def write_gguf(model, path: Path, quant: dict[str, str] | None = None, arch: str
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     w.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
     w.add_vocab_size(cfg.vocab_size)
-    tok = tiny_hf_tokenizer()
-    spec = json.loads(tok.to_str())
-    vocab = spec["model"]["vocab"]
-    tokens = sorted(vocab, key=vocab.get)
-    tokens += [f"[PAD{i}]" for i in range(len(tokens), cfg.vocab_size)]
+    if tokenizer_model == "llama":
+        tokens, types, scores = sentencepiece_vocab()
+        w.add_token_scores(scores)
+    else:
+        spec = json.loads(tiny_hf_tokenizer().to_str())
+        vocab = spec["model"]["vocab"]
+        tokens = sorted(vocab, key=vocab.get)
+        tokens += [f"[PAD{i}]" for i in range(len(tokens), cfg.vocab_size)]
+        types = [3 if t in SPECIALS else 1 for t in tokens]
+        w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in spec["model"]["merges"]])
     w.add_tokenizer_model(tokenizer_model)
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)
-    w.add_token_types([3 if t in SPECIALS else 1 for t in tokens])
-    w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in spec["model"]["merges"]])
+    w.add_token_types(types)
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)
     w.add_pad_token_id(2)
-    w.add_add_bos_token(False)
+    w.add_add_bos_token(tokenizer_model == "llama")  # what Llama 2 era files say
     w.add_chat_template(TEMPLATE)
     tensors = {"token_embd.weight": model.model.embed_tokens.weight, "output_norm.weight": model.model.norm.weight}
     if not cfg.tie_word_embeddings:

@@ -112,6 +112,22 @@ def test_gguf_round_trip(tmp_path: Path, tied: bool, k_type: str) -> None:
     assert (gen["bos_token_id"], gen["eos_token_id"], gen["pad_token_id"]) == (1, 2, 2)
 
 
+def test_gguf_sentencepiece_tokenizer(tmp_path: Path) -> None:
+    """A Llama-2-style vocabulary (byte tokens, scores, no merges, bos added) vs transformers' rebuild."""
+    from transformers import AutoTokenizer
+
+    path = write_gguf(llama(vocab_size=448), tmp_path / "spm.gguf", tokenizer_model="llama")
+    tok = load_tokenizer(import_model(path, tmp_path / "out"))
+    ref = AutoTokenizer.from_pretrained(tmp_path, gguf_file="spm.gguf")
+    for text in [*TEXTS, "  two leading spaces", "emoji 🙂 and\nnewline", "</s> inside"]:
+        ids = ref(text)["input_ids"]
+        assert tok.encode(text) == ids and ids[0] == tok.bos_id == 1
+        assert tok.decode(ids, skip_special_tokens=True) == ref.decode(ids, skip_special_tokens=True)
+    for chat in CHATS:
+        assert tok.apply_chat_template(chat, add_generation_prompt=True) == ref.apply_chat_template(
+            chat, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+
+
 # ---- unsupported sources: one line naming what is unsupported --------------------------------------
 
 
@@ -134,8 +150,8 @@ def test_unsupported_gguf(tmp_path: Path) -> None:
     model = llama()
     with pytest.raises(UnsupportedSource, match="architecture 'qwen2'"):
         import_model(write_gguf(model, tmp_path / "a.gguf", arch="qwen2"), tmp_path / "out")
-    with pytest.raises(UnsupportedSource, match="tokenizer model 'llama'"):
-        import_model(write_gguf(model, tmp_path / "b.gguf", tokenizer_model="llama"), tmp_path / "out")
+    with pytest.raises(UnsupportedSource, match="tokenizer model 't5'"):
+        import_model(write_gguf(model, tmp_path / "b.gguf", tokenizer_model="t5"), tmp_path / "out")
     q8_1 = gguf.GGMLQuantizationType.Q8_1
     block, size = gguf.GGML_QUANT_SIZES[q8_1]
     odd = ("blk.0.attn_q.weight", np.zeros((64, 64 // block * size), dtype=np.uint8), q8_1)
