@@ -217,3 +217,24 @@ def test_engine_greedy_chat_matches_generate(tmp_path: Path) -> None:
     params = engine.chat_params(SamplingParams(temperature=0.0, max_new_tokens=20))
     got = [r.token_ids for r in engine.generate(prompts, params)]
     assert got == greedy_reference(ref, prompts, 20, eos=2) and len(got[0]) > 1
+
+
+@pytest.mark.slow  # ~35 s: a server process starts
+def test_serve_imported_folder(tmp_path: Path) -> None:
+    """`hunyuan serve` on an imported folder answers a chat with the engine's greedy reply (openai client)."""
+    openai = pytest.importorskip("openai")
+    pytest.importorskip("fastapi")
+    from hunyuan_large.infer import Engine, EngineConfig, SamplingParams
+
+    from .infer_helpers import serving
+
+    ref = llama(seed=4, max_position_embeddings=160)
+    out = import_model(save_hf_folder(ref, tmp_path / "src"), tmp_path / "out")
+    engine = Engine.from_pretrained(out, EngineConfig(max_batch=1, max_len=160), device="cpu")
+    params = engine.chat_params(SamplingParams(temperature=0.0, max_new_tokens=12))
+    want = engine.generate([engine.encode_chat(CHATS[1])], params)[0]
+    with serving(out, "--max-len", "160") as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0, timeout=60)
+        reply = client.chat.completions.create(model="out", messages=CHATS[1], temperature=0, max_tokens=12)
+    assert want.text and reply.choices[0].message.content == want.text
+    assert reply.usage.completion_tokens == len(want.token_ids)
