@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tokenizers import AddedToken, SentencePieceBPETokenizer, Tokenizer, models
 
 from hunyuan_large.tokenizer import train_bpe
 
@@ -22,16 +23,12 @@ TEMPLATE = (
 )
 
 
-def tiny_hf_tokenizer():
+def tiny_hf_tokenizer() -> Tokenizer:
     """A byte-level BPE tokenizers.Tokenizer of ~300 ids whose first ids are SPECIALS (control tokens)."""
-    from tokenizers import AddedToken
-
     tok = train_bpe(TEXTS, 300, min_frequency=1)
     vocab = tok.get_vocab()
     merges = json.loads(tok.to_str())["model"]["merges"]
     # Renumber so the specials come first, as in SmolLM2 (0..2).
-    from tokenizers import Tokenizer, models
-
     order = SPECIALS + sorted(vocab, key=vocab.get)
     bpe = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(order)},
                                merges=[tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in merges]))
@@ -48,8 +45,6 @@ def tokenizer_config() -> dict:
 
 def sentencepiece_vocab() -> tuple[list[str], list[int], list[float]]:
     """A Llama-2-style vocabulary: <unk> <s> </s>, 256 byte tokens, then ▁-pieces by merge rank (score = -rank)."""
-    from tokenizers import SentencePieceBPETokenizer
-
     sp = SentencePieceBPETokenizer()
     sp.train_from_iterator(TEXTS, vocab_size=200, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
     vocab = sp.get_vocab()
