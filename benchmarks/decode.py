@@ -15,7 +15,11 @@ experts the batch selects (counted by hooks), LM head, embedding rows, plus the 
 mean context) / decode step time, against the copy bandwidth of a 256 MiB tensor (STREAM
 convention: bytes read + written per second).
 
-Usage: python benchmarks/decode.py [--prompt 128 --new 64 --batches 1,8 --repeats 5 --threads N]
+With --model DIR the same comparison runs on a model folder's weights: ours vs transformers'
+LlamaForCausalLM for a dense folder (e.g. one made by `hunyuan import`), or vs hunyuan_v1_moe for a
+MoE folder without CLA.
+
+Usage: python benchmarks/decode.py [--model DIR] [--prompt 128 --new 64 --batches 1,8 --repeats 5 --threads N]
 """
 
 from __future__ import annotations
@@ -27,18 +31,39 @@ import torch
 from torch import nn
 
 from common import machine, print_json, print_table, time_interleaved
-from hunyuan_large import HunyuanForCausalLM, ModelConfig
+from hunyuan_large import HunyuanForCausalLM, ModelConfig, load_pretrained
 from hunyuan_large.accounting import kv_cache_bytes_per_token
 from hunyuan_large.infer import Engine, EngineConfig, SamplingParams
 from hunyuan_large.model.moe import MoE
 from hunyuan_large.runtime import tune_cpu_allocator
 
 
+def llama_twin(model: HunyuanForCausalLM) -> nn.Module:
+    """transformers' LlamaForCausalLM with a dense model's weights (an imported Llama); names coincide."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = model.config
+    rope = dict(cfg.rope_scaling or {})
+    assert not cfg.use_cla and not cfg.use_qk_norm and "rope_type" in rope, "not a Llama-shaped folder"
+    lc = LlamaConfig(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_key_value_heads, max_position_embeddings=cfg.max_position_embeddings,
+        rms_norm_eps=cfg.rms_norm_eps, tie_word_embeddings=cfg.tie_word_embeddings, pad_token_id=None,
+        bos_token_id=None, eos_token_id=None, rope_parameters={**rope, "rope_theta": cfg.rope_theta},
+    )
+    hf = LlamaForCausalLM(lc).eval()
+    hf.load_state_dict(model.state_dict(), strict=True)
+    return hf
+
+
 def hf_twin(model: HunyuanForCausalLM) -> nn.Module:
-    """transformers' hunyuan_v1_moe with our (CLA-off) model's weights; the state dict names coincide."""
+    """transformers' model with our model's weights: Llama for a dense model, else hunyuan_v1_moe (CLA off)."""
     from transformers import HunYuanMoEV1Config, HunYuanMoEV1ForCausalLM
 
     cfg = model.config
+    if not cfg.is_moe:
+        return llama_twin(model)
     assert not cfg.use_cla and cfg.rope_base == cfg.rope_theta
     hc = HunYuanMoEV1Config(
         vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
@@ -107,6 +132,7 @@ def decode_step_bytes(model: HunyuanForCausalLM, batch: int, context: float, exp
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", help="a model folder to measure instead of the random `small` preset")
     ap.add_argument("--prompt", type=int, default=128, help="prompt tokens per sequence")
     ap.add_argument("--new", type=int, default=64, help="new tokens per sequence")
     ap.add_argument("--batches", default="1,8")
@@ -117,14 +143,17 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     tune_cpu_allocator()
     torch.manual_seed(0)
-    base = HunyuanForCausalLM(ModelConfig.from_preset("small", use_cla=False)).eval()
-    torch.manual_seed(0)
-    cla = HunyuanForCausalLM(ModelConfig.from_preset("small")).eval()
-    hf = hf_twin(base)
+    if args.model:
+        base, cla = load_pretrained(args.model, device="cpu"), None
+    else:
+        base = HunyuanForCausalLM(ModelConfig.from_preset("small", use_cla=False)).eval()
+        torch.manual_seed(0)
+        cla = HunyuanForCausalLM(ModelConfig.from_preset("small")).eval()
+    hf = hf_twin(base)  # before the engine puts `base` in its decode layout
     batches = [int(b) for b in args.batches.split(",")]
     max_len = args.prompt + args.new
     engines = {name: Engine(m, config=EngineConfig(max_batch=max(batches), max_len=max_len))
-               for name, m in (("ours", base), ("ours+cla", cla))}
+               for name, m in (("ours", base), ("ours+cla", cla)) if m is not None}
     copy_bw = copy_bandwidth()
     gen = torch.Generator().manual_seed(1)
     results: dict[str, dict[str, float]] = {name: {} for name in (*engines, "hf")}
@@ -161,7 +190,7 @@ def main() -> None:
                          f"{gbps:.1f}", f"{100 * gbps * 1e9 / copy_bw:.0f}%"])
     print(f"machine: {machine()}")
     print(f"copy bandwidth (read + write): {copy_bw / 1e9:.1f} GB/s")
-    print_table(f"small preset, fp32: prompt {args.prompt} tokens, {args.new} new tokens, greedy, "
+    print_table(f"{args.model or 'small preset'}, fp32: prompt {args.prompt} tokens, {args.new} new tokens, greedy, "
                 f"median of {args.repeats} interleaved", ["variant", "batch", "prefill tok/s", "decode tok/s",
                                                            "ms/step", "GB/s", "of copy BW"], rows)
     b0 = batches[0]

@@ -9,7 +9,7 @@ pytest.importorskip("lm_eval")
 from lm_eval.api.instance import Instance  # noqa: E402
 
 from hunyuan_large import load_pretrained  # noqa: E402
-from hunyuan_large.eval import load_tokenizer  # noqa: E402
+from hunyuan_large.tokenizer import load_tokenizer  # noqa: E402
 from hunyuan_large.eval.lm import HunyuanLM  # noqa: E402
 
 from .infer_helpers import make_model_folder, one_thread  # noqa: F401,E402 (fixture)

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-import hunyuan_large
 from hunyuan_large.infer import Engine, EngineConfig
 
-from .infer_helpers import make_model_folder, one_thread  # noqa: F401 (fixture)
+from .infer_helpers import make_model_folder, one_thread, serving  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -31,12 +30,6 @@ MAX_BATCH = 16
 MAX_BODY = 64 * 1024
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     return make_model_folder(tmp_path_factory.mktemp("model"), seed=1)
@@ -45,35 +38,9 @@ def folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(folder):
     """`hunyuan serve` in a subprocess; yields its base URL and stops it however the tests end."""
-    port = _free_port()
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(  # one thread: see one_thread
-        [str(Path(hunyuan_large.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "hunyuan_large", "serve", "--model", str(folder), "--port", str(port),
-           "--api-key", KEY, "--served-model-name", MODEL, "--max-batch", str(MAX_BATCH), "--device", "cpu",
-           "--max-request-size", str(MAX_BODY)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}: {proc.stdout.read()}")
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.time() > deadline:
-                pytest.fail("server did not come up within 90 s")
-            time.sleep(0.2)
+    with serving(folder, "--api-key", KEY, "--served-model-name", MODEL, "--max-batch", str(MAX_BATCH),
+                 "--max-request-size", str(MAX_BODY)) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -128,7 +128,7 @@ class ModelConfig:
     def rope_base(self) -> float:
         """RoPE base after static NTK-alpha scaling (the released models' variant)."""
         rs = self.rope_scaling
-        if rs and rs["type"] == "dynamic" and rs["alpha"]:
+        if rs and rs.get("type") == "dynamic" and rs["alpha"]:
             d = self.head_dim
             return self.rope_theta * rs["alpha"] ** (d / (d - 2))
         return self.rope_theta
@@ -172,9 +172,12 @@ class ModelConfig:
         need(self.pad_token_id is None or 0 <= self.pad_token_id < self.vocab_size,
              f"pad_token_id {self.pad_token_id} must be in [0, vocab_size={self.vocab_size})")
         rs = self.rope_scaling
-        if rs is not None:
+        if isinstance(rs, dict) and "rope_type" in rs:
+            _validate_hf_rope(rs)
+        elif rs is not None:
             need(isinstance(rs, dict), f"rope_scaling must be an object or null, got {rs!r}")
-            need("type" in rs, f"rope_scaling needs a 'type' key, got {rs}")
+            need("type" in rs, f"rope_scaling needs a 'type' key (the release's) or 'rope_type' (transformers'), "
+                               f"got {rs}")
             need(rs["type"] in ("dynamic", "linear"),
                  f"rope_scaling.type {rs['type']!r} is unknown (allowed: 'dynamic', 'linear')")
             # The official code reads both keys unconditionally (KeyError otherwise).
@@ -260,6 +263,27 @@ class ModelConfig:
 
 
 _OURS = {"moe_min_capacity"}
+
+# transformers' RoPE variants (rope_scaling with "rope_type"): the keys each needs besides its type.
+HF_ROPE_KEYS = {
+    "default": (),
+    "linear": ("factor",),
+    "dynamic": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+}
+
+
+def _validate_hf_rope(rs: dict) -> None:
+    kind = rs["rope_type"]
+    check(kind in HF_ROPE_KEYS, f"rope_scaling.rope_type {kind!r} is not supported "
+                                f"(supported: {', '.join(HF_ROPE_KEYS)})", ConfigError)
+    for key in HF_ROPE_KEYS[kind]:
+        value = rs.get(key)
+        check(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0,
+              f"rope_scaling.{key} must be a number > 0 for rope_type {kind!r}, got {value!r}", ConfigError)
+    if kind == "llama3":
+        check(rs["high_freq_factor"] > rs["low_freq_factor"],
+              "rope_scaling.high_freq_factor must be > low_freq_factor", ConfigError)
 
 
 def padded_vocab(size: int, multiple: int = 64) -> int:

@@ -27,8 +27,8 @@ def human_bytes(n: float) -> str:
 def print_info(name: str, cfg: ModelConfig, info: dict) -> None:
     """The `hunyuan info` tables."""
     console = Console()
-    t = Table(title=f"{name}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
-                    f"{cfg.num_experts} experts (top-{cfg.moe_topk})", show_header=False)
+    mlp = f"{cfg.num_experts} experts (top-{cfg.moe_topk})" if cfg.is_moe else "dense MLP"
+    t = Table(title=f"{name}: {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, {mlp}", show_header=False)
     t.add_row("total parameters", human(info["total_params"]))
     t.add_row("activated parameters / token", human(info["active_params"]))
     for part, n in info["params_by_part"].items():

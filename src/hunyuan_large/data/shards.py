@@ -44,14 +44,14 @@ def fingerprint(specs: list[str], text_field: str, val_fraction: float, tokenize
 
 def _init_worker(tokenizer_dir: str) -> None:
     global _worker_tokenizer
-    from ..tokenizer import HunyuanTokenizer
+    from ..tokenizer import load_tokenizer
 
-    _worker_tokenizer = HunyuanTokenizer.from_pretrained(tokenizer_dir)
+    _worker_tokenizer = load_tokenizer(tokenizer_dir)
 
 
 def _tokenize(doc: Document) -> tuple[str, np.ndarray]:
     tok = _worker_tokenizer
-    return doc.doc_id, np.asarray([tok.bos_id, *tok.encode_document(doc.text), tok.eod_id], dtype=np.uint32)
+    return doc.doc_id, np.asarray(tok.document(doc.text), dtype=np.uint32)
 
 
 class _ShardWriter:

@@ -63,7 +63,7 @@ def _perplexity(args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from . import load_tokenizer
+    from ..tokenizer import load_tokenizer
     from .perplexity import read_texts, text_perplexity, total
 
     texts = read_texts(args.files)

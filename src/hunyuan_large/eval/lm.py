@@ -22,8 +22,7 @@ from ..errors import UserError
 from ..infer import Engine, EngineConfig, SamplingParams
 from ..model import HunyuanForCausalLM
 from ..pretrained import load_pretrained
-from ..tokenizer import HunyuanTokenizer
-from . import load_tokenizer
+from ..tokenizer import Tokenizer, load_tokenizer
 from .scoring import score
 from .shared_context import score_shared
 
@@ -36,7 +35,7 @@ class HunyuanLM(TemplateLM):
     """Our model and tokenizer behind lm-eval's interface (`simple_evaluate(model=HunyuanLM(...))`)."""
 
     def __init__(self, pretrained: str | Path | None = None, *, model: HunyuanForCausalLM | None = None,
-                 tokenizer: HunyuanTokenizer | None = None, batch_size: int | str = 16,
+                 tokenizer: Tokenizer | None = None, batch_size: int | str = 16,
                  max_length: int | str | None = None, max_gen_toks: int | str = 256, device: str = "auto",
                  dtype: str | None = None, seed: int | str = 1234):
         """A model folder (`pretrained`), or a model and tokenizer already loaded."""
@@ -56,8 +55,8 @@ class HunyuanLM(TemplateLM):
         self._device = self.engine.device
         self._name = str(Path(pretrained).resolve()).replace("/", "__") if pretrained else "hunyuan"
         # Generation ends on end-of-text and on the chat template's end of turn.
-        self.stop_ids = tuple(dict.fromkeys((tokenizer.eos_id, *tokenizer.chat_stop_ids)))
-        self._bos_text = tokenizer.decode([tokenizer.bos_id])
+        self.stop_ids = tuple(i for i in dict.fromkeys((tokenizer.eos_id, *tokenizer.chat_stop_ids)) if i is not None)
+        self._bos_text = tokenizer.decode([tokenizer.bos_id]) if tokenizer.bos_id is not None else None
 
     # ----- tokens ----------------------------------------------------------------------------------
     @property
@@ -66,13 +65,15 @@ class HunyuanLM(TemplateLM):
 
     @property
     def prefix_token_id(self) -> int:
-        """<|startoftext|>: what an empty context and the first rolling window condition on."""
-        return self.tok.bos_id
+        """What an empty context and the first rolling window condition on: bos, else end-of-text (as
+        lm-eval's hf model does)."""
+        return self.tok.bos_id if self.tok.bos_id is not None else self.tok.eos_id
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
         """Text -> ids; a document start (bos) is prepended unless told not to or already in the text."""
         ids = self.tok.encode(string, add_special_tokens=False)
-        if add_special_tokens is False or (add_special_tokens is None and string.startswith(self._bos_text)):
+        if self._bos_text is None or add_special_tokens is False or (
+                add_special_tokens is None and string.startswith(self._bos_text)):
             return ids
         return [self.tok.bos_id, *ids]
 

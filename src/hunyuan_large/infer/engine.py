@@ -24,7 +24,7 @@ from ..accounting import kv_cache_bytes_per_token
 from ..pretrained import load_pretrained
 from ..errors import UserError
 from ..model import HunyuanForCausalLM
-from ..tokenizer import VOCAB_FILE, HunyuanTokenizer
+from ..tokenizer import Tokenizer, has_tokenizer, load_tokenizer
 from .decode_layout import prepare_for_decode
 from .kv_cache import KVCache
 from .sampling import SamplingParams, load_generation_defaults, sample, top_logprobs
@@ -80,7 +80,7 @@ class _Sequence:
     """Engine-side state of one request."""
 
     def __init__(self, request_id: str, prompt: list[int], params: SamplingParams, limit: int,
-                 tokenizer: HunyuanTokenizer | None, device: torch.device):
+                 tokenizer: Tokenizer | None, device: torch.device):
         self.request_id = request_id
         self.prompt = prompt
         self.params = params
@@ -127,7 +127,7 @@ class Engine:
     (decode_layout.prepare_for_decode: fused projections, lean MoE and attention kernels).
     """
 
-    def __init__(self, model: HunyuanForCausalLM, tokenizer: HunyuanTokenizer | None = None,
+    def __init__(self, model: HunyuanForCausalLM, tokenizer: Tokenizer | None = None,
                  defaults: SamplingParams | None = None, config: EngineConfig | None = None):
         self.model = model
         self.tokenizer = tokenizer
@@ -152,7 +152,7 @@ class Engine:
         """An engine over a model folder: weights, its tokenizer if present, generation defaults."""
         folder = Path(folder)
         model = load_pretrained(folder, device=device, dtype=dtype)
-        tokenizer = HunyuanTokenizer.from_pretrained(folder) if (folder / VOCAB_FILE).exists() else None
+        tokenizer = load_tokenizer(folder) if has_tokenizer(folder) else None
         return cls(model, tokenizer, load_generation_defaults(folder), config)
 
     @property
@@ -161,20 +161,19 @@ class Engine:
         return self.cache.max_len
 
     # ----- prompts -------------------------------------------------------------------------------
-    def require_tokenizer(self) -> HunyuanTokenizer:
+    def require_tokenizer(self) -> Tokenizer:
         """The tokenizer, or a UserError saying the model folder has none."""
         if self.tokenizer is None:
-            raise UserError("this model folder has no tokenizer (hy.tiktoken), which text prompts and chat need")
+            raise UserError("this model folder has no tokenizer (hy.tiktoken or tokenizer.json), which text prompts and chat need")
         return self.tokenizer
 
     def encode_prompt(self, text: str) -> list[int]:
-        """A completion prompt: <|startoftext|> + the text (no end-of-text, since we continue it)."""
-        tok = self.require_tokenizer()
-        return [tok.bos_id, *tok.encode(text, add_special_tokens=False)]
+        """A completion prompt: the text as the tokenizer starts a document (no end, since we continue it)."""
+        return self.require_tokenizer().encode_prompt(text)
 
     def encode_chat(self, messages: Sequence[dict]) -> list[int]:
-        """A conversation in the Instruct template; the model's reply follows."""
-        return self.require_tokenizer().apply_chat_template(messages)
+        """A conversation in the model's chat template, with the generation prompt; the reply follows."""
+        return self.require_tokenizer().apply_chat_template(messages, add_generation_prompt=True)
 
     def chat_params(self, params: SamplingParams | None = None) -> SamplingParams:
         """`params` (default: the engine's defaults) that also stop on the tokenizer's chat stop ids."""

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import UserError
-from ..tokenizer import HunyuanTokenizer
+from ..tokenizer import Tokenizer
 from .engine import StepOutput, TokenLogprob
 from .sampling import SamplingParams
 
@@ -153,11 +153,11 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def _token_str(tok: HunyuanTokenizer, token_id: int) -> str:
+def _token_str(tok: Tokenizer, token_id: int) -> str:
     return tok.token_bytes(token_id).decode("utf-8", errors="replace") if token_id < tok.vocab_size else ""
 
 
-def completion_logprobs(tok: HunyuanTokenizer, items: list[TokenLogprob], offset: int) -> tuple[dict, int]:
+def completion_logprobs(tok: Tokenizer, items: list[TokenLogprob], offset: int) -> tuple[dict, int]:
     """The legacy completions `logprobs` object and the text offset after it.
 
     Special tokens are named in `tokens` but add no text, so they do not advance `text_offset`.
@@ -166,13 +166,13 @@ def completion_logprobs(tok: HunyuanTokenizer, items: list[TokenLogprob], offset
     for x in items:
         tokens.append(_token_str(tok, x.token_id))
         offsets.append(offset)
-        offset += len(tokens[-1]) if x.token_id < tok.n_ranks else 0
+        offset += len(tokens[-1]) if not tok.is_special(x.token_id) else 0
     return {"tokens": tokens, "token_logprobs": [x.logprob for x in items],
             "top_logprobs": [{_token_str(tok, i): lp for i, lp in x.top} for x in items],
             "text_offset": offsets}, offset
 
 
-def chat_logprobs(tok: HunyuanTokenizer, items: list[TokenLogprob]) -> dict:
+def chat_logprobs(tok: Tokenizer, items: list[TokenLogprob]) -> dict:
     """The chat `logprobs` object: one entry per token with its bytes and top alternatives."""
     def entry(i: int, lp: float) -> dict:
         raw = tok.token_bytes(i) if i < tok.vocab_size else b""
@@ -185,7 +185,7 @@ def chat_logprobs(tok: HunyuanTokenizer, items: list[TokenLogprob]) -> dict:
 class ResponseBuilder:
     """Builds one request's OpenAI response objects (whole, or as stream chunks)."""
 
-    def __init__(self, request_id: str, model: str, chat: bool, tokenizer: HunyuanTokenizer):
+    def __init__(self, request_id: str, model: str, chat: bool, tokenizer: Tokenizer):
         self.id, self.model, self.chat, self.tok = request_id, model, chat, tokenizer
         self.created = int(time.time())
         self.object = "chat.completion" if chat else "text_completion"

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import codecs
 
-from ..tokenizer import HunyuanTokenizer
+from ..tokenizer import Tokenizer
 
 
 class TextStream:
     """The output text of one request, built token by token."""
 
-    def __init__(self, tokenizer: HunyuanTokenizer, stop: tuple[str, ...] = ()):
+    def __init__(self, tokenizer: Tokenizer, stop: tuple[str, ...] = ()):
         self.tokenizer = tokenizer
         self.stop = stop
         self.holdback = max((len(s) for s in stop), default=1) - 1
@@ -27,7 +27,7 @@ class TextStream:
 
     def add(self, token_id: int) -> None:
         """Append one generated id; sets `stopped` if the text now contains a stop string."""
-        if self.stopped or token_id >= self.tokenizer.n_ranks:  # specials and unused rows: no text
+        if self.stopped or self.tokenizer.is_special(token_id):  # specials and unused rows: no text
             return
         before = len(self.text)
         self.text += self._utf8.decode(self.tokenizer.token_bytes(token_id))

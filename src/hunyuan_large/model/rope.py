@@ -9,11 +9,18 @@ quirks, because they change the logits measurably:
   table is built in bfloat16 (bf16 `inv_freq` and bf16 `arange` positions); beyond it the base is
   scaled by ((factor*len/max_pos) - (factor-1))^(d/(d-2)) and built in fp32.
 - {"type": "linear", "factor": f}: bf16 positions divided by f, all in bfloat16.
+
+A `rope_scaling` with "rope_type" instead of "type" is one of transformers' variants (imported
+Llama-family models), computed in fp32 exactly as transformers' modeling_rope_utils does:
+default, linear (inv_freq / factor), dynamic (NTK base growth beyond max_position_embeddings,
+keyed by the attended length as transformers keys it by max(position)+1) and llama3 (per-band
+wavelength scaling).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 
@@ -24,6 +31,36 @@ from ..config import ModelConfig
 def _inv_freq(base: float, dim: int, device: torch.device) -> torch.Tensor:
     with torch.inference_mode(False):  # a normal tensor, usable by training after inference
         return 1.0 / (base ** (torch.arange(0, dim, 2, device=device).float() / dim))
+
+
+@functools.lru_cache(maxsize=32)
+def _llama3_inv_freq(theta: float, dim: int, device: torch.device, factor: float, low: float, high: float,
+                     old_len: float) -> torch.Tensor:
+    """Llama 3.1's inv_freq: long wavelengths divided by `factor`, short ones kept, a smooth band between."""
+    inv = _inv_freq(theta, dim, device)
+    with torch.inference_mode(False):
+        wavelen = 2 * math.pi / inv
+        scaled = torch.where(wavelen > old_len / low, inv / factor, inv)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < old_len / high) * ~(wavelen > old_len / low)
+        return torch.where(medium, smoothed, scaled)
+
+
+def _hf_inv_freq(cfg: ModelConfig, kv_len: int, dev: torch.device) -> torch.Tensor:
+    """inv_freq of transformers' rope_type variants (fp32)."""
+    rs, d = cfg.rope_scaling, cfg.head_dim
+    kind = rs["rope_type"]
+    if kind == "dynamic" and kv_len > cfg.max_position_embeddings:
+        f = rs["factor"]
+        return _inv_freq(cfg.rope_theta * ((f * kv_len / cfg.max_position_embeddings) - (f - 1)) ** (d / (d - 2)),
+                         d, dev)
+    if kind == "linear":
+        return _inv_freq(cfg.rope_theta, d, dev) / rs["factor"]
+    if kind == "llama3":
+        return _llama3_inv_freq(cfg.rope_theta, d, dev, rs["factor"], rs["low_freq_factor"],
+                                rs["high_freq_factor"], rs["original_max_position_embeddings"])
+    return _inv_freq(cfg.rope_theta, d, dev)  # default, and dynamic within the trained length
 
 
 def _bf16_positions(position_ids: torch.Tensor, cfg: ModelConfig, kv_len: int) -> torch.Tensor:
@@ -45,7 +82,9 @@ def rope_cos_sin(
     d = cfg.head_dim
     dev = position_ids.device
     rs = cfg.rope_scaling
-    if rs is None:
+    if rs is not None and "rope_type" in rs:
+        freqs = position_ids.float()[..., None] * _hf_inv_freq(cfg, kv_len, dev)
+    elif rs is None:
         inv = _inv_freq(cfg.rope_theta, d, dev).bfloat16()
         freqs = position_ids.float()[..., None] * inv  # promotes to fp32
     elif rs["type"] == "dynamic" and rs["alpha"]:

@@ -21,7 +21,7 @@ from ..accounting import closed_form_params
 from ..config import ModelConfig, padded_vocab
 from ..errors import UserError
 from ..report import human
-from ..tokenizer import HunyuanTokenizer
+from ..tokenizer import load_tokenizer
 from ..train import RunConfig
 from .compute import training_flops
 from .files import read_table_file, write_json
@@ -91,7 +91,7 @@ def planned_vocab_size(base: RunConfig) -> int:
     checks that it did before training anything.
     """
     if base.tokenizer.path:
-        size = HunyuanTokenizer.from_pretrained(base.tokenizer.path).vocab_size
+        size = load_tokenizer(base.tokenizer.path).vocab_size
     else:
         size = base.tokenizer.vocab_size
     return padded_vocab(size)

@@ -40,7 +40,7 @@ class ModelSection:
 class TokenizerSection:
     """An existing tokenizer folder, or the size of a BPE vocabulary to train on the data."""
 
-    path: str = ""  # a folder with hy.tiktoken (e.g. the release's); empty: train one
+    path: str = ""  # a folder with hy.tiktoken or tokenizer.json (e.g. an imported model); empty: train one
     vocab_size: int = 4096  # ranks + 209 special tokens
     train_max_mb: float = 32.0  # how much of the training text the merges are learned from
 

@@ -10,19 +10,19 @@ from rich.console import Console
 
 from ..data import DataError, MixtureSampler, TokenStream, build_category, iter_documents, validation_batches
 from ..data.sources import SourceStats
-from ..tokenizer import HunyuanTokenizer
+from ..tokenizer import TOKENIZER_FILES, HunyuanTokenizer, Tokenizer, has_tokenizer, load_tokenizer
 from .config import RunConfig
 
 
-def prepare_tokenizer(cfg: RunConfig, run_dir: Path, console: Console) -> HunyuanTokenizer:
+def prepare_tokenizer(cfg: RunConfig, run_dir: Path, console: Console) -> Tokenizer:
     """The run's tokenizer: `tokenizer.path`, else one trained on the data (kept in run_dir)."""
     folder = run_dir / "tokenizer"
     if cfg.tokenizer.path:
-        tok = HunyuanTokenizer.from_pretrained(cfg.tokenizer.path)
+        tok = load_tokenizer(cfg.tokenizer.path)
         tok.save(folder)
         return tok
-    if (folder / "hy.tiktoken").exists():
-        return HunyuanTokenizer.from_pretrained(folder)
+    if has_tokenizer(folder):
+        return load_tokenizer(folder)
     budget = int(cfg.tokenizer.train_max_mb * 2**20)
     texts, used = [], 0
     specs = [s for sources in cfg.data.sources.values() for s in sources]
@@ -40,7 +40,11 @@ def prepare_tokenizer(cfg: RunConfig, run_dir: Path, console: Console) -> Hunyua
 
 
 def tokenizer_hash(folder: Path) -> str:
-    return hashlib.sha256((folder / "hy.tiktoken").read_bytes()).hexdigest()[:16]
+    h = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        if (folder / name).is_file():
+            h.update((folder / name).read_bytes())
+    return h.hexdigest()[:16]
 
 
 def prepare_data(cfg: RunConfig, run_dir: Path, console: Console) -> tuple[dict, dict]:
