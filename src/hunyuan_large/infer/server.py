@@ -194,6 +194,7 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, api_key:
     cache = engine.cache
     print(f"serving '{name}' on http://{host}:{port}/v1 ({engine.device}, {engine.dtype}, "
           f"{torch.get_num_threads()} CPU threads, "
-          f"{cache.max_batch} slots x {cache.max_len} tokens, KV cache {cache.nbytes / 2**20:.0f} MiB, "
+          f"{engine.config.max_batch} sequences of up to {engine.max_len} tokens, KV cache {cache.num_blocks} "
+          f"blocks of {cache.block_size} tokens ({cache.nbytes / 2**20:.0f} MiB), "
           f"{'API key required' if api_key else 'no API key'})", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
