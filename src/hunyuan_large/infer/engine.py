@@ -452,7 +452,7 @@ class Engine:
     # ----- convenience drivers -------------------------------------------------------------------
     def generate(self, prompts: Sequence[str | Sequence[int]], params: SamplingParams | None = None) -> list[Result]:
         """Run prompts (texts or id lists) to completion; results in prompt order, each prompt's
-        `params.n` samples in index order."""
+        `params.n` samples in index order (requests queued by others run along, unreported)."""
         n = (params or self.defaults).n
         results = {}
         for p in prompts:
@@ -461,7 +461,9 @@ class Engine:
             results |= {(rid, i): Result(rid, ids, index=i) for i in range(n)}
         while self.has_unfinished():
             for out in self.step():
-                r = results[out.request_id, out.index]
+                r = results.get((out.request_id, out.index))
+                if r is None:
+                    continue
                 r.token_ids += out.token_ids
                 r.text += out.text
                 if out.logprobs is not None:
