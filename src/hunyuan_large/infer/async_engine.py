@@ -34,6 +34,7 @@ class AsyncEngine:
         self.engine = engine
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._queues: dict[str, asyncio.Queue] = {}
+        self._unfinished: dict[str, int] = {}  # samples of a request still running
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -51,19 +52,21 @@ class AsyncEngine:
             self._thread = None
 
     def submit(self, request_id: str, prompt: list[int], params: SamplingParams) -> asyncio.Queue:
-        """Queue a request; its outputs (and a final one with finished=True) arrive on the queue."""
+        """Queue a request; the outputs of its `params.n` samples (each ending with finished=True) arrive on the queue."""
         q: asyncio.Queue = asyncio.Queue()
         self._queues[request_id] = q
+        self._unfinished[request_id] = params.n
         self._inbox.put(("add", request_id, prompt, params))
         return q
 
     def abort(self, request_id: str) -> None:
         """Stop a request (e.g. its client went away); its slot is freed before the next step."""
         if self._queues.pop(request_id, None) is not None:
+            self._unfinished.pop(request_id, None)
             self._inbox.put(("abort", request_id))
 
     def load(self) -> dict:
-        """Running and waiting request counts (read without locking: for monitoring)."""
+        """Running and waiting sequence counts (read without locking: for monitoring)."""
         return {"running": len(self.engine.running), "waiting": len(self.engine.waiting)}
 
     # ----- the engine thread -------------------------------------------------------------------
@@ -99,7 +102,10 @@ class AsyncEngine:
             if q is None:
                 continue  # aborted meanwhile
             if isinstance(item, EngineFailure) or item.finished:
-                self._queues.pop(request_id, None)
+                self._unfinished[request_id] -= 1
+                if isinstance(item, EngineFailure) or self._unfinished[request_id] == 0:
+                    self._queues.pop(request_id)
+                    del self._unfinished[request_id]
             routed.append((q, item))
         if routed:
             self._loop.call_soon_threadsafe(_put_all, routed)

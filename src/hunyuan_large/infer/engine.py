@@ -447,7 +447,7 @@ class Engine:
             seq.blocks = []
         gone = set(map(id, seqs))
         self.running = [s for s in self.running if id(s) not in gone]
-        self.metrics.finished_requests += len(seqs)
+        self.metrics.finished_sequences += len(seqs)
 
     # ----- convenience drivers -------------------------------------------------------------------
     def generate(self, prompts: Sequence[str | Sequence[int]], params: SamplingParams | None = None) -> list[Result]:
