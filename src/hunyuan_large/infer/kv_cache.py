@@ -74,23 +74,24 @@ class KVCache:
         if B == 1 and all(b == tables[0][0] + i for i, b in enumerate(tables[0])):  # one view, no gather
             first = tables[0][0] * bs
             return CacheBatch(self, past[0], None, None, None, slice(first, first + S), S)
-        width = -(-S // bs)
+        width = -(-S // bs)  # W: blocks read per row
         table = torch.full((B, width), self.num_blocks, dtype=torch.long)  # missing blocks: scratch
         for row, t in enumerate(tables):
             table[row, : min(len(t), width)] = torch.tensor(t[:width], dtype=torch.long)
         pos = torch.arange(S)
         slots = table[:, pos // bs] * bs + pos % bs  # (B, S): each position's slot
         length = torch.tensor([p + n for p, n in zip(past, new)])[:, None]
-        slots = torch.where(pos[None] < length, slots, self.scratch)  # beyond a row's end: scratch
-        heads = torch.arange(self.k.shape[1])[None, :, None] * self.slots  # (1, Hkv, 1) offsets into (Hkv*N)
+        slots = torch.where(pos[None] < length, slots, self.scratch)  # padding writes go to scratch
+        heads = torch.arange(self.k.shape[1])[None, :, None]  # (1, Hkv, 1)
         p0 = past[0] if len(set(past)) == 1 else None
         if p0 is not None:
             write = slots[:, p0 : p0 + T]  # (B, T)
         else:
             write = slots[torch.arange(B), torch.tensor(past)][:, None]  # (B, 1)
-        read = None if p0 == 0 else (slots[:, None, :] + heads).to(dev)  # (B, Hkv, S)
+        # Reads gather whole blocks (rows of bs*d values), each head's from its own (NB+1) blocks.
+        read = None if p0 == 0 else (heads * (self.num_blocks + 1) + table[:, None, :]).flatten().to(dev)
         positions = None if p0 is not None else torch.tensor(past, device=dev)
-        return CacheBatch(self, p0, positions, (write[:, None, :] + heads).to(dev), read, None, S)
+        return CacheBatch(self, p0, positions, (write[:, None, :] + heads * self.slots).to(dev), read, None, S)
 
 
 @dataclass
@@ -99,15 +100,17 @@ class CacheBatch:
 
     `start` is the rows' common cached length, or None when rows differ (then `positions` (B,)
     holds each row's write position, and T = 1). Writes go to `write` (B, Hkv, T) slots of the
-    (Hkv*N) flattened buffers and reads gather `read` (B, Hkv, S), or both use the slot range
-    `view` of a lone sequence; with `read` None and `view` None the forward attends to its new K/V.
+    (Hkv*N) flattened buffers and reads gather the (B*Hkv*W) blocks `read` of the (Hkv*(NB+1))
+    blocks, or both use the slot range `view` of a lone sequence; with `read` None and `view` None
+    the forward attends to its new K/V. Positions a row has not written (the rest of its last
+    block, other rows' longer past) hold finite stale values that causality or the mask hides.
     """
 
     cache: KVCache
     start: int | None
     positions: torch.Tensor | None  # (B,) per-row write positions when rows differ
     write: torch.Tensor | None  # (B, Hkv, T) flat slot indices
-    read: torch.Tensor | None  # (B, Hkv, S) flat slot indices
+    read: torch.Tensor | None  # (B*Hkv*W,) flat block indices
     view: slice | None  # slots of a lone sequence whose blocks are consecutive
     kv_len: int  # S: attended length, max over rows of (cached + new)
 
@@ -120,12 +123,16 @@ class CacheBatch:
             rows = slice(self.view.stop - T, self.view.stop)
             K[:, rows], V[:, rows] = k[0], v[0]
             return K[None, :, self.view], V[None, :, self.view]
-        d = K.shape[-1]
-        K, V = K.view(-1, d), V.view(-1, d)  # (Hkv*N, d)
-        K[self.write], V[self.write] = k, v
+        B, Hkv, _, d = k.shape
+        K.view(-1, d)[self.write], V.view(-1, d)[self.write] = k, v  # (Hkv*N, d) token rows
         if self.read is None:
             return k, v
-        return K[self.read], V[self.read]
+        bs = self.cache.block_size
+        blocks = K.shape[1] // bs
+        K = K.view(Hkv * blocks, bs * d).index_select(0, self.read)  # (B*Hkv*W, bs*d)
+        V = V.view(Hkv * blocks, bs * d).index_select(0, self.read)
+        S = self.kv_len
+        return K.view(B, Hkv, -1, d)[:, :, :S], V.view(B, Hkv, -1, d)[:, :, :S]
 
     @property
     def past_length(self) -> int:
