@@ -119,6 +119,32 @@ def test_paged_prefill_over_a_cached_prefix_equals_the_contiguous_forward(factor
         assert (out[row, : len(want)] - want).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize("table", [list(range(17)), [16, *range(16)]])  # common blocks: a view / gathered once
+@torch.no_grad()
+def test_decode_rows_sharing_blocks_equal_their_full_forwards(table):
+    """Samples of one 68-token prompt (17 shared blocks of 4) decode a step together, the shared K/V
+    read once (PrefixKV), each row at its own length; each equals its full forward."""
+    from hunyuan_large.infer.decode_layout import prepare_for_decode
+
+    model = prepare_for_decode(make_model(seed=30, num_hidden_layers=5, cla_share_factor=3))
+    gen = torch.Generator().manual_seed(2)
+    prompt = torch.randint(0, 256, (1, 68), generator=gen)
+    tails = [torch.randint(0, 256, (1, n), generator=gen) for n in (1, 3, 2)]
+    cache = KVCache(model.config, num_blocks=20, block_size=4)
+    model(prompt, cache=cache.batch([table], [0], [68]))
+    tables = [table + [17 + i] for i in range(3)]
+    for t, tail in zip(tables, tails):  # each row's own tokens before the step
+        if tail.shape[1] > 1:
+            model(tail[:, :-1], cache=cache.batch([t], [68], [tail.shape[1] - 1]), past_length=68)
+    past = [68 + tail.shape[1] - 1 for tail in tails]
+    view = cache.batch(tables, past, [1, 1, 1], share_prefix=True)
+    assert view.shared_len == 68
+    out = model(torch.cat([t[:, -1:] for t in tails]), attention_mask=view.attention_mask(),
+                position_ids=view.position_ids(), cache=view, past_length=view.past_length).logits[:, -1]
+    for row, tail in enumerate(tails):
+        assert (out[row] - model(torch.cat([prompt, tail], 1)).logits[0, -1]).abs().max() <= TOL
+
+
 def test_views_not_copies_for_a_lone_sequence_in_consecutive_blocks():
     cache = KVCache(ModelConfig.from_preset("tiny"), num_blocks=6, block_size=4)
     k, v = torch.randn(2, 1, 2, 5, 16)

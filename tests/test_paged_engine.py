@@ -139,10 +139,14 @@ def test_n_samples_share_the_prompt_and_are_reproducible_with_a_seed():
     full = engine.running[0].blocks[:2]
     assert all(s.blocks[:2] == full for s in engine.running) and engine.blocks.refs[full[0]] == 4
     assert len({s.blocks[2] for s in engine.running}) == 4
-    greedy = engine.generate([prompt], GREEDY.replace(max_new_tokens=5, n=3))
-    assert all(r.token_ids == greedy_reference(model, prompt, 5) for r in greedy)
+    long_prompt = list(range(3, 73))  # 70 tokens: the samples decode reading their shared blocks once
+    engine = Engine(model, config=EngineConfig(max_batch=8, block_size=4))
+    greedy = engine.generate([long_prompt], GREEDY.replace(max_new_tokens=5, n=3))
+    assert all(r.token_ids == greedy_reference(model, long_prompt, 5) for r in greedy)
     with pytest.raises(UserError, match="max_batch"):
         engine.add_request(prompt, params.replace(n=9))
+    with pytest.raises(UserError, match="n must be"):
+        params.replace(n=0)
 
 
 def test_memory_stays_flat_over_many_requests():

@@ -371,7 +371,8 @@ class Engine:
             return []
         n = len(self.running)
         ids = torch.tensor([[s.output[-1]] for s in self.running], device=self.device)  # (B, 1)
-        view = self.cache.batch([s.blocks for s in self.running], [s.cached for s in self.running], [1] * n)
+        view = self.cache.batch([s.blocks for s in self.running], [s.cached for s in self.running], [1] * n,
+                                share_prefix=True)  # the model is in the decode layout, which takes PrefixKV
         out = self.model(ids, attention_mask=view.attention_mask(), position_ids=view.position_ids(),
                          cache=view, past_length=view.past_length, logits_to_keep=1)
         for seq in self.running:

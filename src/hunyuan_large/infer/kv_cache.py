@@ -61,9 +61,15 @@ class KVCache:
         self.k[:, :, dst * bs : (dst + 1) * bs] = self.k[:, :, src * bs : (src + 1) * bs]
         self.v[:, :, dst * bs : (dst + 1) * bs] = self.v[:, :, src * bs : (src + 1) * bs]
 
-    def batch(self, tables: list[list[int]], past: list[int], new: list[int]) -> "CacheBatch":
+    def batch(self, tables: list[list[int]], past: list[int], new: list[int],
+              share_prefix: bool = False) -> "CacheBatch":
         """The cache as seen by one forward: row b has `past[b]` cached tokens in blocks `tables[b]`
-        and appends `new[b]` (which must fit its table). Rows share one past, or each adds one token."""
+        and appends `new[b]` (which must fit its table). Rows share one past, or each adds one token.
+
+        With `share_prefix` a decode step whose rows start with the same blocks (samples of one
+        prompt, requests with one cached system prompt) returns their K/V as a `PrefixKV`: the
+        common blocks once, not once per row (the attention must take it: decode_layout's does).
+        """
         B, T, bs = len(tables), max(new), self.block_size
         if len(set(past)) > 1 and T != 1:
             raise ValueError("a forward over rows of different lengths must add exactly one token")
@@ -89,9 +95,46 @@ class KVCache:
         else:
             write = slots[torch.arange(B), torch.tensor(past)][:, None]  # (B, 1)
         # Reads gather whole blocks (rows of bs*d values), each head's from its own (NB+1) blocks.
-        read = None if p0 == 0 else (heads * (self.num_blocks + 1) + table[:, None, :]).flatten().to(dev)
+        blocks_of = heads * (self.num_blocks + 1)  # (1, Hkv, 1): each head's first block in (Hkv*(NB+1))
+        shared: slice | torch.Tensor | None = None
+        common = _common_blocks(tables, min(past) // bs) if share_prefix and T == 1 and B > 1 else 0
+        if common * bs >= MIN_SHARED_TOKENS:
+            first = tables[0][0]
+            if tables[0][:common] == list(range(first, first + common)):
+                shared = slice(first * bs, (first + common) * bs)
+            else:
+                shared = (blocks_of + table[:1, None, :common]).flatten().to(dev)  # (Hkv*C,)
+            table = table[:, common:]
+        else:
+            common = 0
+        read = None if p0 == 0 else (blocks_of + table[:, None, :]).flatten().to(dev)
         positions = None if p0 is not None else torch.tensor(past, device=dev)
-        return CacheBatch(self, p0, positions, (write[:, None, :] + heads * self.slots).to(dev), read, None, S)
+        return CacheBatch(self, p0, positions, (write[:, None, :] + heads * self.slots).to(dev), read, None, S,
+                          shared, common * bs)
+
+
+MIN_SHARED_TOKENS = 64  # a shorter common prefix is gathered per row: saving its copies costs more ops
+
+
+def _common_blocks(tables: list[list[int]], limit: int) -> int:
+    """How many leading blocks (at most `limit`) all block tables have in common."""
+    n = 0
+    while n < limit and all(t[n] == tables[0][n] for t in tables):
+        n += 1
+    return n
+
+
+@dataclass
+class PrefixKV:
+    """K or V (B, Hkv, S, d) of rows that share their first P positions, stored once."""
+
+    shared: torch.Tensor  # (1, Hkv, P, d)
+    own: torch.Tensor  # (B, Hkv, S - P, d)
+
+    def materialize(self) -> torch.Tensor:
+        """The plain (B, Hkv, S, d) tensor (for attention kernels that need one)."""
+        B = self.own.shape[0]
+        return torch.cat([self.shared.expand(B, -1, -1, -1), self.own], dim=2)
 
 
 @dataclass
@@ -113,9 +156,11 @@ class CacheBatch:
     read: torch.Tensor | None  # (B*Hkv*W,) flat block indices
     view: slice | None  # slots of a lone sequence whose blocks are consecutive
     kv_len: int  # S: attended length, max over rows of (cached + new)
+    shared: slice | torch.Tensor | None = None  # the rows' common blocks: slot range, or (Hkv*C,) block indices
+    shared_len: int = 0  # P: positions in the common blocks
 
-    def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write an owner layer's new k, v (B, Hkv, T, d); return its K, V (B, Hkv, S, d)."""
+    def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor):
+        """Write an owner layer's new k, v (B, Hkv, T, d); return its K, V (B, Hkv, S, d), or as PrefixKV."""
         j = self.cache.owner_index[layer_idx]
         K, V = self.cache.k[j], self.cache.v[j]  # (Hkv, N, d)
         if self.view is not None:
@@ -127,12 +172,16 @@ class CacheBatch:
         K.view(-1, d)[self.write], V.view(-1, d)[self.write] = k, v  # (Hkv*N, d) token rows
         if self.read is None:
             return k, v
-        bs = self.cache.block_size
-        blocks = K.shape[1] // bs
-        K = K.view(Hkv * blocks, bs * d).index_select(0, self.read)  # (B*Hkv*W, bs*d)
-        V = V.view(Hkv * blocks, bs * d).index_select(0, self.read)
-        S = self.kv_len
-        return K.view(B, Hkv, -1, d)[:, :, :S], V.view(B, Hkv, -1, d)[:, :, :S]
+        own = self.kv_len - self.shared_len
+        K_own, V_own = (_gather(buf, self.read, B, own, self.cache.block_size) for buf in (K, V))
+        if self.shared is None:
+            return K_own, V_own
+        P = self.shared_len
+        if isinstance(self.shared, slice):
+            K_shared, V_shared = K[None, :, self.shared], V[None, :, self.shared]
+        else:
+            K_shared, V_shared = (_gather(buf, self.shared, 1, P, self.cache.block_size) for buf in (K, V))
+        return PrefixKV(K_shared, K_own), PrefixKV(V_shared, V_own)
 
     @property
     def past_length(self) -> int:
@@ -149,3 +198,10 @@ class CacheBatch:
             return None
         keys = torch.arange(self.kv_len, device=self.positions.device)
         return (keys[None, :] <= self.positions[:, None]).long()
+
+
+def _gather(buf: torch.Tensor, blocks: torch.Tensor, B: int, length: int, block_size: int) -> torch.Tensor:
+    """Blocks (B*Hkv*W,) of one layer's (Hkv, N, d) buffer as (B, Hkv, length, d)."""
+    Hkv, N, d = buf.shape
+    rows = buf.view(Hkv * N // block_size, block_size * d).index_select(0, blocks)  # (B*Hkv*W, bs*d)
+    return rows.view(B, Hkv, -1, d)[:, :, :length]
