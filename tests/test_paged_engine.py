@@ -171,3 +171,12 @@ def test_metrics_text_parses_as_prometheus():
         "# HELP x_ttft_seconds TTFT.", "# TYPE x_ttft_seconds histogram",
         'x_ttft_seconds_bucket{le="0.1"} 1', 'x_ttft_seconds_bucket{le="1"} 2', 'x_ttft_seconds_bucket{le="+Inf"} 3',
         "x_ttft_seconds_sum 3.55", "x_ttft_seconds_count 3"]
+
+
+def test_aborting_a_waiting_request_ends_all_its_samples():
+    engine = Engine(make_model(seed=8), config=EngineConfig(max_batch=4, block_size=4))
+    rid = engine.add_request([5, 6, 7], SamplingParams(temperature=1.0, n=3, max_new_tokens=4))
+    engine.abort(rid)
+    outs = engine.step()
+    assert sorted((o.index, o.finish_reason) for o in outs) == [(0, "abort"), (1, "abort"), (2, "abort")]
+    assert not engine.has_unfinished() and engine.blocks.used() == 0

@@ -274,8 +274,12 @@ class Engine:
         return outputs
 
     def _drop_aborted(self) -> list[StepOutput]:
-        outputs = [self._output(s, [], "abort", index=i) for s in self.waiting if s.aborted
-                   for i in range(s.index, s.index + 1 + s.forks)]  # unforked samples end too
+        outputs = []
+        for s in self.waiting:
+            if s.aborted:  # with the samples not forked off it yet
+                outputs += [self._output(s, [], "abort")] + [
+                    StepOutput(s.request_id, [], "", None, True, "abort", len(s.prompt), 0, i)
+                    for i in range(1, 1 + s.forks)]
         self.waiting = deque(s for s in self.waiting if not s.aborted)
         gone = [s for s in self.running if s.aborted]
         outputs += [self._output(s, [], "abort") for s in gone]
@@ -434,10 +438,10 @@ class Engine:
         return outputs
 
     def _output(self, seq: _Sequence, tokens: list[int], reason: str | None,
-                logprobs: list[TokenLogprob] | None = None, index: int | None = None) -> StepOutput:
-        text = seq.text.take(final=reason is not None) if seq.text is not None and index in (None, seq.index) else ""
+                logprobs: list[TokenLogprob] | None = None) -> StepOutput:
+        text = seq.text.take(final=reason is not None) if seq.text is not None else ""
         return StepOutput(seq.request_id, tokens, text, logprobs, reason is not None, reason,
-                          len(seq.prompt), len(seq.output), seq.index if index is None else index)
+                          len(seq.prompt), len(seq.output), seq.index)
 
     def _finish(self, seqs: list[_Sequence]) -> None:
         """Remove finished sequences from the batch and release their blocks."""
