@@ -289,8 +289,8 @@ class Engine:
     def _admit(self) -> tuple[list[_Sequence], int]:
         """Waiting sequences for one batched prefill, their blocks taken, and their common cached length.
 
-        In queue order while batch seats, blocks and the padded-token budget last; the rows share
-        the number of tokens found in the prefix cache (a prefill has one causal past).
+        In queue order while batch seats, free blocks and the padded-token budget last; the rows
+        share the number of tokens found in the prefix cache (a prefill has one causal past).
         """
         batch: list[_Sequence] = []
         past = longest = 0
@@ -308,7 +308,9 @@ class Engine:
             new_blocks = -(-len(tokens) // bs) - len(hits)
             need = new_blocks + seq.forks * partial
             free = self.blocks.available() - sum(self.blocks.refs[b] == 0 for b in hits)
-            if 1 + seq.forks > seats or need > free:
+            # Keep a block for each sequence already in, which its next token may need: admitting
+            # into the last blocks would only have the next decode step preempt the newcomer.
+            if 1 + seq.forks > seats or need > free - len(self.running) - len(batch):
                 break
             self.waiting.popleft()
             self.blocks.acquire(hits)
