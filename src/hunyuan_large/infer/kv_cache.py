@@ -80,20 +80,13 @@ class KVCache:
         if B == 1 and all(b == tables[0][0] + i for i, b in enumerate(tables[0])):  # one view, no gather
             first = tables[0][0] * bs
             return CacheBatch(self, past[0], None, None, None, slice(first, first + S), S)
-        width = -(-S // bs)  # W: blocks read per row
-        table = torch.full((B, width), self.num_blocks, dtype=torch.long)  # missing blocks: scratch
-        for row, t in enumerate(tables):
-            table[row, : min(len(t), width)] = torch.tensor(t[:width], dtype=torch.long)
-        pos = torch.arange(S)
-        slots = table[:, pos // bs] * bs + pos % bs  # (B, S): each position's slot
-        length = torch.tensor([p + n for p, n in zip(past, new)])[:, None]
-        slots = torch.where(pos[None] < length, slots, self.scratch)  # padding writes go to scratch
+        width = -(-S // bs)  # W: blocks read per row; missing ones read the scratch block
+        table = torch.tensor([t[:width] + [self.num_blocks] * (width - len(t[:width])) for t in tables])  # (B, W)
         heads = torch.arange(self.k.shape[1])[None, :, None]  # (1, Hkv, 1)
         p0 = past[0] if len(set(past)) == 1 else None
-        if p0 is not None:
-            write = slots[:, p0 : p0 + T]  # (B, T)
-        else:
-            write = slots[torch.arange(B), torch.tensor(past)][:, None]  # (B, 1)
+        # Each new token's slot; right-padding (positions past a row's new tokens) writes to scratch.
+        write = torch.tensor([[t[p // bs] * bs + p % bs if p < start + n else self.scratch
+                               for p in range(start, start + T)] for t, start, n in zip(tables, past, new)])  # (B, T)
         # Reads gather whole blocks (rows of bs*d values), each head's from its own (NB+1) blocks.
         blocks_of = heads * (self.num_blocks + 1)  # (1, Hkv, 1): each head's first block in (Hkv*(NB+1))
         shared: slice | torch.Tensor | None = None

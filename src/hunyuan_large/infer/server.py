@@ -2,9 +2,10 @@
 
 Routes: POST /v1/completions, POST /v1/chat/completions (both with `n` choices, optionally streamed
 as Server-Sent Events ending with `data: [DONE]`), GET /v1/models, GET /health, GET /metrics
-(Prometheus text format). With an API key every /v1 route needs `Authorization: Bearer KEY`. Every bad request is answered with OpenAI's error JSON and a
-4xx status; a client that goes away (mid-stream or while waiting) has its request aborted, which
-frees its cache slot before the engine's next step.
+(Prometheus text format). With an API key every /v1 route needs `Authorization: Bearer KEY`. Every
+bad request is answered with OpenAI's error JSON and a 4xx status; a client that goes away
+(mid-stream or while waiting) has its request aborted, which frees its cache blocks before the
+engine's next step.
 """
 
 from __future__ import annotations
