@@ -180,3 +180,18 @@ def test_aborting_a_waiting_request_ends_all_its_samples():
     outs = engine.step()
     assert sorted((o.index, o.finish_reason) for o in outs) == [(0, "abort"), (1, "abort"), (2, "abort")]
     assert not engine.has_unfinished() and engine.blocks.used() == 0
+
+
+def test_seeded_samples_survive_preemption():
+    """Seeded n = 2 sampling of four prompts gives the same tokens in a cache too small for them all
+    (samples preempted, recomputed, their generators carried over) as in a roomy one."""
+    model = make_model(seed=9)
+    gen = torch.Generator().manual_seed(6)
+    prompts = [torch.randint(3, 256, (n,), generator=gen).tolist() for n in (9, 14, 5, 11)]
+    params = SamplingParams(temperature=1.0, top_k=40, max_new_tokens=12, seed=3, n=2)
+    got = {}
+    for blocks in (10, 64):
+        engine = Engine(model, config=EngineConfig(max_batch=8, block_size=4, num_blocks=blocks))
+        got[blocks] = _run(engine, [(p, params) for p in prompts])
+        assert (engine.metrics.preemptions > 0) == (blocks == 10)
+    assert got[10] == got[64]
