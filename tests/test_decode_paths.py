@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from hunyuan_large import ModelConfig
-from hunyuan_large.infer.decode_layout import prepare_for_decode, single_query_attention
+from hunyuan_large.infer.decode_layout import prepare_for_decode, shared_prefix_attention, single_query_attention
+from hunyuan_large.infer.kv_cache import PrefixKV
 from hunyuan_large.infer.matmul import matmul
 from hunyuan_large.model.moe import MoE
 from hunyuan_large.model.rope import apply_rope, rope_cos_sin
@@ -133,3 +134,22 @@ def test_single_query_attention_equals_sdpa(Hq, Hkv):
     torch.testing.assert_close(single_query_attention(q, k, v, mask), want, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(single_query_attention(q, k, v, None)[0],
                                want[0])  # row 0 sees every key: no mask needed
+
+
+@pytest.mark.parametrize("Hq, Hkv", [(8, 2), (4, 4)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_shared_prefix_attention_equals_sdpa(Hq, Hkv, masked):
+    B, P, S, d = 3, 24, 37, 16
+    gen = torch.Generator().manual_seed(Hq + masked)
+    q = torch.randn(B, 1, Hq, d, generator=gen)
+    shared_k, shared_v = torch.randn(2, 1, Hkv, P, d, generator=gen)
+    own_k, own_v = torch.randn(2, B, Hkv, S - P, d, generator=gen)
+    k, v = PrefixKV(shared_k, own_k), PrefixKV(shared_v, own_v)
+    mask = None
+    if masked:  # rows of different lengths past the shared part
+        lengths = torch.tensor([S, 30, 25])
+        mask = torch.zeros(B, 1, 1, S).masked_fill_(torch.arange(S) >= lengths[:, None, None, None],
+                                                    torch.finfo(torch.float32).min)
+    want = F.scaled_dot_product_attention(q.transpose(1, 2), k.materialize(), v.materialize(), attn_mask=mask,
+                                          scale=1.0, enable_gqa=True).transpose(1, 2).reshape(B, 1, Hq * d)
+    torch.testing.assert_close(shared_prefix_attention(q, k, v, mask), want, rtol=1e-5, atol=1e-6)

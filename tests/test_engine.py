@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from hunyuan_large import load_pretrained
 from hunyuan_large.errors import UserError
 from hunyuan_large.infer import Engine, EngineConfig, SamplingParams, load_generation_defaults
-from hunyuan_large.infer.engine import default_max_len
+from hunyuan_large.infer.engine import default_num_blocks
 from hunyuan_large.infer.sampling import penalize_repetition, sample
 
 from .conftest import REFERENCE, make_model
@@ -70,7 +70,7 @@ def test_continuous_batching_matches_each_request_alone(overrides):
             if out.finished:
                 assert out.finish_reason == "length"
         assert len(engine.running) <= 3
-        assert engine.cache.lengths[len(engine.running):] == [0] * (3 - len(engine.running))
+        assert engine.blocks.used() == len({b for s in engine.running for b in s.blocks})  # no leaked blocks
         steps += 1
     for i, (p, n) in enumerate(zip(prompts, budgets)):
         assert got[str(i)] == greedy_reference(model, p, n), f"request {i}"
@@ -203,12 +203,15 @@ def test_user_mistakes_are_one_line_errors():
             SamplingParams(**bad)
 
 
-def test_max_len_defaults_to_the_context_capped_by_the_budget():
+def test_cache_blocks_default_to_the_budget_capped_by_full_contexts():
     model = make_model(seed=0)  # tiny: 512 bytes per token, context 512
-    assert default_max_len(model, max_batch=2, budget=1 << 30) == model.config.max_position_embeddings
-    assert default_max_len(model, max_batch=2, budget=512 * 2 * 100) == 100
+    context = model.config.max_position_embeddings
+    assert default_num_blocks(model, 2, context, 16, budget=1 << 30) == 2 * context // 16
+    assert default_num_blocks(model, 2, context, 16, budget=512 * 16 * 10 + 100) == 10
     with pytest.raises(UserError, match="budget"):
-        default_max_len(model, max_batch=2, budget=100)
+        default_num_blocks(model, 2, context, 16, budget=100)
+    engine = Engine(model, config=EngineConfig(max_batch=2, cache_memory=512 * 16 * 10))
+    assert engine.max_len == 160  # one sequence may take the whole cache
 
 
 def test_cli_generate_and_user_errors(folder, capsys):

@@ -51,7 +51,7 @@ def client(server):
 @pytest.fixture(scope="module")
 def local(folder):
     """The same model in this process: what the server's answers must equal."""
-    return Engine.from_pretrained(folder, EngineConfig(max_batch=1), device="cpu")
+    return Engine.from_pretrained(folder, EngineConfig(max_batch=4), device="cpu")
 
 
 def _local_text(engine: Engine, prompt: list[int], max_tokens: int, chat: bool) -> tuple[str, int, str]:
@@ -286,3 +286,56 @@ def test_the_api_key_can_come_from_the_environment(folder, monkeypatch):
     monkeypatch.setenv("HUNYUAN_API_KEY", "from-env")
     assert cli.main(["serve", "--model", str(folder), "--threads", "1"]) == 0 and seen["api_key"] == "from-env"
     assert cli.main(["serve", "--model", str(folder), "--threads", "1", "--api-key", "flag"]) == 0 and seen["api_key"] == "flag"
+
+
+def test_n_choices_are_seeded_and_streamed(client, local):
+    extra = {"ignore_eos": True, "top_k": 50}
+    kw = dict(model=MODEL, prompt="Once upon a time", max_tokens=6, temperature=1.0, seed=5, n=3, extra_body=extra)
+    a, b = client.completions.create(**kw), client.completions.create(**kw)
+    assert [c.index for c in a.choices] == [0, 1, 2]
+    assert [c.text for c in a.choices] == [c.text for c in b.choices]
+    assert a.usage.completion_tokens == 18
+    params = local.defaults.replace(temperature=1.0, top_k=50, seed=5, n=3, max_new_tokens=6, stop_token_ids=())
+    want = local.generate([local.encode_prompt("Once upon a time")], params)
+    assert [c.text for c in a.choices] == [r.text for r in want]
+    messages = [{"role": "user", "content": "Tell me a story."}]
+    kw = dict(model=MODEL, messages=messages, max_tokens=5, temperature=1.0, seed=9, n=2, extra_body=extra)
+    whole = client.chat.completions.create(**kw)
+    chunks = list(client.chat.completions.create(**kw, stream=True, stream_options={"include_usage": True}))
+    streamed = ["", ""]
+    for c in chunks:
+        for choice in c.choices:
+            streamed[choice.index] += choice.delta.content or ""
+    assert streamed == [c.message.content for c in whole.choices]
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens == 10
+    with pytest.raises(openai.BadRequestError, match="max_batch"):
+        client.completions.create(model=MODEL, prompt="hi", n=MAX_BATCH + 1)
+
+
+def _parse_prometheus(text: str) -> tuple[dict[str, str], dict[str, float]]:
+    """Metric types from the TYPE lines and every sample's value, keyed by name{labels}."""
+    types, samples = {}, {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            types[name] = kind
+        elif line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            samples[key] = float(value)
+    return types, samples
+
+
+def test_metrics_in_prometheus_text_format(server, client):
+    client.completions.create(model=MODEL, prompt="alpha beta gamma", max_tokens=4, temperature=0)
+    r = httpx.get(f"{server}/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    types, samples = _parse_prometheus(r.text)
+    for name in ("hunyuan_requests_running", "hunyuan_requests_waiting", "hunyuan_cache_blocks_used",
+                 "hunyuan_prefix_cache_hit_rate"):
+        assert types[name] == "gauge" and name in samples
+    assert types["hunyuan_generated_tokens_total"] == "counter" and samples["hunyuan_generated_tokens_total"] >= 4
+    assert 0 <= samples["hunyuan_prefix_cache_hit_rate"] <= 1
+    for name in ("hunyuan_time_to_first_token_seconds", "hunyuan_inter_token_latency_seconds"):
+        assert types[name] == "histogram"
+        buckets = [v for k, v in samples.items() if k.startswith(f"{name}_bucket")]
+        assert buckets == sorted(buckets) and buckets[-1] == samples[f"{name}_count"] > 0

@@ -1,4 +1,4 @@
-"""Inference: the GQA + CLA KV cache, sampling, the batched generation engine and the server."""
+"""Inference: the paged GQA + CLA KV cache with prefix caching, sampling, the batched engine and the server."""
 
 from .engine import Engine, EngineConfig, Result, StepOutput
 from .kv_cache import KVCache

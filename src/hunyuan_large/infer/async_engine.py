@@ -27,13 +27,21 @@ class EngineFailure:
     message: str
 
 
+@dataclass
+class _Pending:
+    """A submitted request's output queue and how many of its samples have not finished."""
+
+    queue: asyncio.Queue
+    unfinished: int
+
+
 class AsyncEngine:
     """Submit prompts from async code; read each request's StepOutputs from its own queue."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._queues: dict[str, asyncio.Queue] = {}
+        self._pending: dict[str, _Pending] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -51,19 +59,19 @@ class AsyncEngine:
             self._thread = None
 
     def submit(self, request_id: str, prompt: list[int], params: SamplingParams) -> asyncio.Queue:
-        """Queue a request; its outputs (and a final one with finished=True) arrive on the queue."""
+        """Queue a request; its `params.n` samples' outputs (each ending with finished=True) arrive on the queue."""
         q: asyncio.Queue = asyncio.Queue()
-        self._queues[request_id] = q
+        self._pending[request_id] = _Pending(q, params.n)
         self._inbox.put(("add", request_id, prompt, params))
         return q
 
     def abort(self, request_id: str) -> None:
         """Stop a request (e.g. its client went away); its slot is freed before the next step."""
-        if self._queues.pop(request_id, None) is not None:
+        if self._pending.pop(request_id, None) is not None:
             self._inbox.put(("abort", request_id))
 
     def load(self) -> dict:
-        """Running and waiting request counts (read without locking: for monitoring)."""
+        """Running and waiting sequence counts (read without locking: for monitoring)."""
         return {"running": len(self.engine.running), "waiting": len(self.engine.waiting)}
 
     # ----- the engine thread -------------------------------------------------------------------
@@ -95,12 +103,14 @@ class AsyncEngine:
         """Hand a step's outputs to their queues with one wake-up of the event loop, not one each."""
         routed = []
         for request_id, item in items:
-            q = self._queues.get(request_id)
-            if q is None:
+            pending = self._pending.get(request_id)
+            if pending is None:
                 continue  # aborted meanwhile
             if isinstance(item, EngineFailure) or item.finished:
-                self._queues.pop(request_id, None)
-            routed.append((q, item))
+                pending.unfinished -= 1
+                if isinstance(item, EngineFailure) or pending.unfinished == 0:
+                    self._pending.pop(request_id, None)
+            routed.append((pending.queue, item))
         if routed:
             self._loop.call_soon_threadsafe(_put_all, routed)
 
@@ -108,7 +118,7 @@ class AsyncEngine:
         for seq in [*self.engine.waiting, *self.engine.running]:
             self.engine.abort(seq.request_id)
         self.engine.step()  # drops the aborted requests and frees their slots
-        self._deliver([(request_id, EngineFailure(message)) for request_id in list(self._queues)])
+        self._deliver([(request_id, EngineFailure(message)) for request_id in list(self._pending)])
 
 
 def _put_all(routed: list[tuple[asyncio.Queue, StepOutput | EngineFailure]]) -> None:

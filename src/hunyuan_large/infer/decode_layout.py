@@ -9,7 +9,8 @@ values stay (the state dict is bit-identical); results change only by float roun
 - MoE blocks skip capacity routing (inference is dropless) and run each selected expert once on
   its rows, grouped in Python when the rows are few;
 - single-query attention on CPU is two batched products and a softmax (SDPA's CPU kernel costs
-  about twice as much for one query);
+  about twice as much for one query), and decode rows that share cached blocks (kv_cache.PrefixKV)
+  meet the shared keys in one product instead of a gathered copy per row;
 - every linear's skinny CPU product is split across threads (matmul.py), and CPU weights are
   stored column-major (weight_layout.py).
 Measured effects: docs/benchmarks.md, "Decode layout".
@@ -31,6 +32,7 @@ from ..model.layers import SwiGLU
 from ..model.moe import MoE, RoutedExperts
 from ..model.rope import apply_rope
 from ..model.routing import dropless_choice
+from .kv_cache import PrefixKV
 from .matmul import SplitLinear, matmul
 from .weight_layout import use_column_major_weights
 
@@ -108,7 +110,11 @@ class DecodeAttention(Attention):
         qk = self._unit(apply_rope(qkv[:, :, : Hq + Hkv], cos, sin))  # q and k rotated as one tensor
         return qk[:, :, :Hq], qk[:, :, Hq:], qkv[:, :, Hq + Hkv :]
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def _attend(self, q: torch.Tensor, k, v, mask: torch.Tensor | None) -> torch.Tensor:
+        if isinstance(k, PrefixKV):
+            if q.device.type == "cpu":
+                return shared_prefix_attention(q * self.head_dim**-0.5, k, v, mask)
+            k, v = k.materialize(), v.materialize()
         if q.shape[1] == 1 and q.device.type == "cpu":
             return single_query_attention(q * self.head_dim**-0.5, k, v, mask)
         return super()._attend(q, k, v, mask)
@@ -127,6 +133,25 @@ def single_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if mask is not None:
         scores = scores + mask
     return (scores.softmax(-1) @ v).view(B, 1, Hq * d)
+
+
+def shared_prefix_attention(q: torch.Tensor, k: PrefixKV, v: PrefixKV, mask: torch.Tensor | None) -> torch.Tensor:
+    """single_query_attention over keys whose first P positions all rows share (kv_cache.PrefixKV):
+    every row's queries meet the shared K/V in one product, without a copy per row.
+
+    q (B, 1, Hq, d) scaled; k.shared (1, Hkv, P, d), k.own (B, Hkv, S-P, d); mask (B, 1, 1, S) or None.
+    """
+    B, _, Hq, d = q.shape
+    Hkv, P = k.shared.shape[1], k.shared.shape[2]
+    g = Hq // Hkv
+    q = q.view(B, Hkv, g, d)
+    shared = q.transpose(0, 1).reshape(Hkv, B * g, d) @ k.shared[0].transpose(-1, -2)  # (Hkv, B*g, P)
+    scores = torch.cat([shared.view(Hkv, B, g, P).transpose(0, 1), q @ k.own.transpose(-1, -2)], -1)  # (B, Hkv, g, S)
+    if mask is not None:
+        scores = scores + mask
+    p = scores.softmax(-1)
+    out = (p[..., :P].transpose(0, 1).reshape(Hkv, B * g, P) @ v.shared[0]).view(Hkv, B, g, d).transpose(0, 1)
+    return (out + p[..., P:] @ v.own).reshape(B, 1, Hq * d)
 
 
 class DecodeMoE(MoE):

@@ -1,18 +1,24 @@
-"""The generation engine: batched prefill and decode over the GQA + CLA KV cache, continuous batching.
+"""The generation engine: batched prefill and decode over the paged GQA + CLA KV cache, continuous batching.
 
 Shapes: B rows of a forward, T tokens, D hidden, V vocabulary.
 
-`step()` is one scheduling round: drop aborted requests, admit waiting ones into free cache slots
-and prefill them together (prompts right-padded to the longest; each row's logits are taken at its
-own last prompt token, and the padding's K/V lie beyond the row's length, where later steps mask
-and then overwrite them), then decode one token for every running request. A request finishes on
-a stop id, a stop string, `max_new_tokens` or a full context and leaves at once; the running ones
-stay packed in slots 0..n-1 so every forward attends to views of the cache, never copies.
+`step()` is one scheduling round: drop aborted requests, admit waiting ones while cache blocks and
+batch seats last and prefill them together, then decode one token for every running sequence.
+Admission first looks the prompt up in the prefix cache (blocks.py): cached full blocks are shared,
+not computed, and the rows of one prefill share the cached length (prompts right-padded to the
+longest; each row's logits are taken at its own last token, the padding's K/V go to a scratch
+block). A request with `n` samples is prefilled once and then forked: the samples share its full
+blocks and copy its last partial one. Before a decode step every row that starts a new block gets
+one; when none is left, the most recently admitted sequence is preempted: its blocks are released
+(the full ones stay in the prefix cache) and it waits at the front of the queue to be recomputed,
+prompt and output so far, as one prefill. Nothing fails for lack of memory. A sequence finishes on
+a stop id, a stop string, `max_new_tokens` or a full context and leaves at once.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,19 +31,24 @@ from ..pretrained import load_pretrained
 from ..errors import UserError
 from ..model import HunyuanForCausalLM
 from ..tokenizer import Tokenizer, has_tokenizer, load_tokenizer
+from .blocks import ROOT, BlockManager
 from .decode_layout import prepare_for_decode
 from .kv_cache import KVCache
+from .metrics import EngineMetrics
 from .sampling import SamplingParams, load_generation_defaults, sample, top_logprobs
 from .text_stream import TextStream
 
 
 @dataclass
 class EngineConfig:
-    """Capacity of an engine: sequence slots, context length and prefill batching."""
+    """Capacity of an engine: batch seats, KV-cache blocks, context length and prefill batching."""
 
-    max_batch: int = 8  # sequences decoded together (KV cache slots)
-    max_len: int | None = None  # tokens per sequence; None: the model's context, capped by cache_memory
+    max_batch: int = 8  # sequences decoded together
+    max_len: int | None = None  # tokens per sequence; None: the model's context, capped by the cache
     cache_memory: int | None = None  # bytes for the KV cache; None: half the free GPU / a quarter of free RAM
+    block_size: int = 16  # tokens per KV-cache block
+    num_blocks: int | None = None  # None: what cache_memory holds, at most max_batch full sequences
+    prefix_caching: bool = True  # share cached prompt blocks between requests
     max_prefill_tokens: int = 4096  # padded tokens per batched prefill (a longer prompt runs alone)
 
 
@@ -52,7 +63,7 @@ class TokenLogprob:
 
 @dataclass
 class StepOutput:
-    """What one request got from one engine step."""
+    """What one sample of a request got from one engine step."""
 
     request_id: str
     token_ids: list[int]  # new tokens (stop ids included)
@@ -62,11 +73,12 @@ class StepOutput:
     finish_reason: str | None  # "stop", "length" or "abort" once finished
     prompt_tokens: int
     completion_tokens: int
+    index: int = 0  # which of the request's n samples
 
 
 @dataclass
 class Result:
-    """A finished request (what `Engine.generate` returns)."""
+    """A finished sample of a request (what `Engine.generate` returns)."""
 
     request_id: str
     prompt_ids: list[int]
@@ -74,14 +86,16 @@ class Result:
     text: str = ""
     logprobs: list[TokenLogprob] | None = None
     finish_reason: str | None = None
+    index: int = 0  # which of the request's n samples
 
 
 class _Sequence:
-    """Engine-side state of one request."""
+    """Engine-side state of one sample of a request, and its place in the KV cache."""
 
     def __init__(self, request_id: str, prompt: list[int], params: SamplingParams, limit: int,
-                 tokenizer: Tokenizer | None, device: torch.device):
-        self.request_id = request_id
+                 tokenizer: Tokenizer | None, device: torch.device, index: int = 0,
+                 arrival: float | None = None):
+        self.request_id, self.index = request_id, index
         self.prompt = prompt
         self.params = params
         self.limit = limit  # max new tokens, context included
@@ -93,14 +107,28 @@ class _Sequence:
             self.generator = torch.Generator(device=device)
             if params.seed is None:
                 self.generator.seed()  # a non-deterministic seed
-            else:
-                self.generator.manual_seed(params.seed)
+            else:  # sample i of a seeded request draws from seed + i
+                self.generator.manual_seed((params.seed + index) % 2**63)
         # Prompt + output ids for the repetition penalty, preallocated once.
         self.seen = None
         if params.repetition_penalty != 1.0:
             self.seen = torch.empty(len(prompt) + limit, dtype=torch.long, device=device)
             self.seen[: len(prompt)] = torch.tensor(prompt)
         self.aborted = False
+        self.forks = params.n - 1 if index == 0 else 0  # samples still to fork off after the prefill
+        self.arrival = time.perf_counter() if arrival is None else arrival
+        self.last_token_time = 0.0
+        # KV cache: blocks, tokens cached (all but the last sampled one while running), blocks
+        # registered in the prefix cache and the id the next one's key names.
+        self.blocks: list[int] = []
+        self.fork_blocks: list[int] = []  # one per fork when the prompt ends in a partial block
+        self.cached = 0
+        self.registered = 0
+        self.parent = ROOT
+
+    def tokens(self) -> list[int]:
+        """Prompt + output ids."""
+        return self.prompt + self.output
 
     def seen_ids(self) -> torch.Tensor | None:
         """Prompt + output ids so far (only kept for a repetition penalty)."""
@@ -121,7 +149,7 @@ class _Sequence:
 
 
 class Engine:
-    """Generates for many requests at once from one model and one preallocated KV cache.
+    """Generates for many requests at once from one model and one paged KV cache.
 
     The engine owns the model: it puts it in eval mode and in the decode layout
     (decode_layout.prepare_for_decode: fused projections, lean MoE and attention kernels).
@@ -137,13 +165,23 @@ class Engine:
         if tokenizer is not None and tokenizer.vocab_size > cfg.vocab_size:
             raise UserError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only "
                             f"{cfg.vocab_size} embedding rows")
+        if config.max_batch < 1 or config.block_size < 1:
+            raise UserError(f"max_batch and block_size must be >= 1, got {config.max_batch} and {config.block_size}")
         weight = model.model.embed_tokens.weight
         self.device, self.dtype = weight.device, weight.dtype
         prepare_for_decode(model)
-        max_len = config.max_len or default_max_len(model, config.max_batch, config.cache_memory)
-        self.cache = KVCache(cfg, config.max_batch, max_len, self.dtype, self.device)
+        context = config.max_len or cfg.max_position_embeddings
+        num_blocks = config.num_blocks or default_num_blocks(model, config.max_batch, context, config.block_size,
+                                                             config.cache_memory)
+        self.max_len = min(context, num_blocks * config.block_size)  # one sequence always fits alone
+        if self.max_len < 2:
+            raise UserError(f"a KV cache of {num_blocks} blocks of {config.block_size} tokens holds no sequence "
+                            f"(prompt + one new token)")
+        self.cache = KVCache(cfg, num_blocks, config.block_size, self.dtype, self.device)
+        self.blocks = BlockManager(num_blocks, config.block_size, config.prefix_caching)
+        self.metrics = EngineMetrics()
         self.waiting: deque[_Sequence] = deque()
-        self.running: list[_Sequence] = []  # running[i] occupies cache slot i
+        self.running: list[_Sequence] = []  # in admission order: the last is preempted first
         self._ids = itertools.count()
 
     @classmethod
@@ -154,11 +192,6 @@ class Engine:
         model = load_pretrained(folder, device=device, dtype=dtype)
         tokenizer = load_tokenizer(folder) if has_tokenizer(folder) else None
         return cls(model, tokenizer, load_generation_defaults(folder), config)
-
-    @property
-    def max_len(self) -> int:
-        """Tokens one sequence may hold: prompt + generated."""
-        return self.cache.max_len
 
     # ----- prompts -------------------------------------------------------------------------------
     def require_tokenizer(self) -> Tokenizer:
@@ -184,10 +217,11 @@ class Engine:
     # ----- requests -----------------------------------------------------------------------------
     def add_request(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
                     request_id: str | None = None) -> str:
-        """Queue a prompt (text or ids); returns its request id. It joins at the next step."""
+        """Queue a prompt (text or ids) for `params.n` samples; returns its request id. It joins at the next step."""
         ids = self.encode_prompt(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
         self.check_prompt(ids)
         params = params or self.defaults
+        self.check_samples(len(ids), params.n)
         room = self.max_len - len(ids)
         limit = room if params.max_new_tokens is None else min(params.max_new_tokens, room)
         request_id = request_id or f"req-{next(self._ids)}"
@@ -206,8 +240,17 @@ class Engine:
             raise UserError(f"the prompt has {len(ids)} tokens; the context holds {self.max_len} "
                             f"(prompt + at least one new token)")
 
+    def check_samples(self, prompt_tokens: int, n: int) -> None:
+        """Raise UserError unless n samples of a prompt can run together (batch seats and blocks)."""
+        if n > self.config.max_batch:
+            raise UserError(f"n={n} samples exceed the engine's max_batch {self.config.max_batch}")
+        bs = self.cache.block_size
+        if -(-prompt_tokens // bs) + (n - 1) * (prompt_tokens % bs > 0) > self.cache.num_blocks:
+            raise UserError(f"{n} samples of a {prompt_tokens}-token prompt do not fit the KV cache's "
+                            f"{self.cache.num_blocks} blocks")
+
     def abort(self, request_id: str) -> None:
-        """Stop a request; its slot is freed at the next step."""
+        """Stop a request (all its samples); their blocks are freed at the next step."""
         for seq in itertools.chain(self.waiting, self.running):
             if seq.request_id == request_id:
                 seq.aborted = True
@@ -221,63 +264,166 @@ class Engine:
     def step(self) -> list[StepOutput]:
         """Admit and prefill waiting requests, then decode one token for all running ones."""
         outputs = self._drop_aborted()
-        if self.waiting and len(self.running) < self.cache.max_batch:
-            outputs += self._prefill(self._admit())
+        if self.waiting and len(self.running) < self.config.max_batch:
+            batch, past = self._admit()
+            if batch:
+                outputs += self._prefill(batch, past)
         if self.running:
             outputs += self._decode()
         return outputs
 
     def _drop_aborted(self) -> list[StepOutput]:
-        outputs = [self._output(s, [], "abort") for s in self.waiting if s.aborted]
+        outputs = []
+        for s in self.waiting:
+            if s.aborted:  # with the samples not forked off it yet
+                outputs += [self._output(s, [], "abort")] + [
+                    StepOutput(s.request_id, [], "", None, True, "abort", len(s.prompt), 0, i)
+                    for i in range(1, 1 + s.forks)]
         self.waiting = deque(s for s in self.waiting if not s.aborted)
-        gone = [i for i, s in enumerate(self.running) if s.aborted]
-        outputs += [self._output(self.running[i], [], "abort") for i in gone]
-        self._release(gone)
+        gone = [s for s in self.running if s.aborted]
+        outputs += [self._output(s, [], "abort") for s in gone]
+        self._finish(gone)
         return outputs
 
-    def _admit(self) -> list[_Sequence]:
-        """Waiting requests for one batched prefill: free slots, padded tokens within budget."""
-        batch: list[_Sequence] = []
-        longest = 0
-        while self.waiting and len(self.running) + len(batch) < self.cache.max_batch:
-            n = max(longest, len(self.waiting[0].prompt))
-            if batch and n * (len(batch) + 1) > self.config.max_prefill_tokens:
-                break
-            batch.append(self.waiting.popleft())
-            longest = n
-        return batch
+    def _admit(self) -> tuple[list[_Sequence], int]:
+        """Waiting sequences for one batched prefill, their blocks taken, and their common cached length.
 
-    def _prefill(self, batch: list[_Sequence]) -> list[StepOutput]:
-        start, lengths = len(self.running), [len(s.prompt) for s in batch]
-        ids = torch.zeros(len(batch), max(lengths), dtype=torch.long)  # (B, T) right-padded with id 0
-        for row, seq in enumerate(batch):
-            ids[row, : len(seq.prompt)] = torch.tensor(seq.prompt)
-        view = self.cache.batch(start, [0] * len(batch), ids.shape[1])
-        hidden = self.model.model(ids.to(self.device), cache=view).last_hidden_state  # (B, T, D)
-        last = hidden[torch.arange(len(batch)), torch.tensor(lengths) - 1]  # (B, D): each prompt's end
+        In queue order while batch seats, free blocks and the padded-token budget last; the rows
+        share the number of tokens found in the prefix cache (a prefill has one causal past).
+        """
+        batch: list[_Sequence] = []
+        past = longest = 0
+        seats = self.config.max_batch - len(self.running)
+        bs = self.cache.block_size
+        while self.waiting:
+            seq = self.waiting[0]
+            tokens = seq.tokens()
+            hits = self.blocks.lookup(tokens[:-1])  # the last token is always computed: its logits pick the next
+            hit = len(hits) * bs
+            width = max(longest, len(tokens) - hit)
+            if batch and (hit != past or width * (len(batch) + 1) > self.config.max_prefill_tokens):
+                break
+            partial = len(tokens) % bs > 0
+            new_blocks = -(-len(tokens) // bs) - len(hits)
+            need = new_blocks + seq.forks * partial
+            free = self.blocks.available() - sum(self.blocks.refs[b] == 0 for b in hits)
+            # Keep a block for each sequence already in, which its next token may need: admitting
+            # into the last blocks would only have the next decode step preempt the newcomer.
+            if 1 + seq.forks > seats or need > free - len(self.running) - len(batch):
+                break
+            self.waiting.popleft()
+            self.blocks.acquire(hits)
+            seq.blocks = hits + [self.blocks.allocate() for _ in range(new_blocks)]
+            seq.fork_blocks = [self.blocks.allocate() for _ in range(seq.forks * partial)]
+            seq.cached, seq.registered = hit, len(hits)
+            seq.parent = self.blocks.uid[hits[-1]] if hits else ROOT
+            self.blocks.queried_tokens += len(tokens)
+            self.blocks.hit_tokens += hit
+            batch.append(seq)
+            past, longest, seats = hit, width, seats - 1 - seq.forks
+        return batch, past
+
+    def _prefill(self, batch: list[_Sequence], past: int) -> list[StepOutput]:
+        tokens = [s.tokens() for s in batch]
+        new = [len(t) - past for t in tokens]
+        ids = torch.zeros(len(batch), max(new), dtype=torch.long)  # (B, T) right-padded with id 0
+        for row, t in enumerate(tokens):
+            ids[row, : new[row]] = torch.tensor(t[past:])
+        view = self.cache.batch([s.blocks for s in batch], [past] * len(batch), new)
+        hidden = self.model.model(ids.to(self.device), cache=view, past_length=past).last_hidden_state  # (B, T, D)
+        last = hidden[torch.arange(len(batch)), torch.tensor(new) - 1]  # (B, D): each row's last token
         logits = self.model.lm_head(last).float()  # (B, V)
-        self.cache.advance(start, lengths)
-        self.running += batch
-        return self._emit(start, logits)
+        rows, logit_rows = [], []
+        for row, (seq, t) in enumerate(zip(batch, tokens)):
+            self.metrics.prompt_tokens += len(t) if not seq.output else 0
+            seq.cached = len(t)
+            self._register_full_blocks(seq, t)
+            for s in [seq, *self._fork(seq)]:
+                rows.append(s)
+                logit_rows.append(row)
+        self.running += rows
+        return self._emit(rows, logits[logit_rows])
+
+    def _fork(self, seq: _Sequence) -> list[_Sequence]:
+        """The request's other samples, sharing `seq`'s full prompt blocks and copying its partial one."""
+        full = seq.cached // self.cache.block_size
+        children = []
+        for index in range(1, 1 + seq.forks):
+            child = _Sequence(seq.request_id, seq.prompt, seq.params, seq.limit, self.tokenizer, self.device,
+                              index, seq.arrival)
+            self.blocks.acquire(seq.blocks[:full])
+            child.blocks = seq.blocks[:full]
+            if seq.fork_blocks:
+                block = seq.fork_blocks.pop()
+                self.cache.copy_block(seq.blocks[full], block)
+                child.blocks = child.blocks + [block]
+            child.cached, child.registered, child.parent = seq.cached, seq.registered, seq.parent
+            children.append(child)
+        seq.forks = 0
+        return children
+
+    def _register_full_blocks(self, seq: _Sequence, tokens: list[int]) -> None:
+        """Enter `seq`'s newly filled blocks into the prefix cache."""
+        bs = self.cache.block_size
+        while seq.registered < seq.cached // bs:
+            i = seq.registered
+            seq.parent = self.blocks.register(seq.blocks[i], seq.parent, tokens[i * bs : (i + 1) * bs])
+            seq.registered += 1
 
     def _decode(self) -> list[StepOutput]:
+        self._reserve_slots()
+        if not self.running:
+            return []
         n = len(self.running)
         ids = torch.tensor([[s.output[-1]] for s in self.running], device=self.device)  # (B, 1)
-        view = self.cache.batch(0, self.cache.lengths[:n], 1)
+        view = self.cache.batch([s.blocks for s in self.running], [s.cached for s in self.running], [1] * n,
+                                share_prefix=True)  # the model is in the decode layout, which takes PrefixKV
         out = self.model(ids, attention_mask=view.attention_mask(), position_ids=view.position_ids(),
                          cache=view, past_length=view.past_length, logits_to_keep=1)
-        self.cache.advance(0, [1] * n)
-        return self._emit(0, out.logits[:, -1])
+        for seq in self.running:
+            seq.cached += 1
+            if seq.cached % self.cache.block_size == 0:
+                self._register_full_blocks(seq, seq.tokens())
+        return self._emit(list(self.running), out.logits[:, -1])
 
-    def _emit(self, start: int, logits: torch.Tensor) -> list[StepOutput]:
-        """Pick the next token of running rows start.. from their logits (B, V); finish and release."""
-        rows = self.running[start:]
+    def _reserve_slots(self) -> None:
+        """Give every running sequence whose next token starts a block a new block, preempting the
+        most recently admitted sequences while none is left."""
+        i = 0
+        while i < len(self.running):
+            seq = self.running[i]
+            if seq.cached == len(seq.blocks) * self.cache.block_size:
+                block = self.blocks.allocate()
+                while block is None and self.running[-1] is not seq:
+                    self._preempt(self.running.pop())
+                    block = self.blocks.allocate()
+                if block is None:  # seq is the last one left wanting: it waits itself
+                    self._preempt(self.running.pop())
+                    return
+                seq.blocks.append(block)
+            i += 1
+
+    def _preempt(self, seq: _Sequence) -> None:
+        """Free a running sequence's blocks and queue it first, to be recomputed (prompt + output)."""
+        self.blocks.release(seq.blocks)
+        seq.blocks, seq.cached, seq.registered, seq.parent = [], 0, 0, ROOT
+        self.waiting.appendleft(seq)
+        self.metrics.preemptions += 1
+
+    def _emit(self, rows: list[_Sequence], logits: torch.Tensor) -> list[StepOutput]:
+        """Pick each row's next token from its logits (B, V); finish and release what ended."""
         tokens = logits.argmax(-1).tolist()
         for i, seq in enumerate(rows):
             if not seq.params.greedy or seq.seen is not None:
                 tokens[i] = sample(logits[i], seq.params, seq.seen_ids(), seq.generator)
+        now = time.perf_counter()
         outputs, done = [], []
         for i, (seq, token) in enumerate(zip(rows, tokens)):
+            if seq.output:
+                self.metrics.inter_token_latency.observe(now - seq.last_token_time)
+            else:
+                self.metrics.time_to_first_token.observe(now - seq.arrival)
+            seq.last_token_time = now
             reason = seq.append(token)
             if reason is None and len(seq.prompt) + len(seq.output) >= self.max_len:
                 reason = "length"
@@ -287,37 +433,43 @@ class Engine:
                 logprobs = [TokenLogprob(token, lp, top)]
             outputs.append(self._output(seq, [token], reason, logprobs))
             if reason is not None:
-                done.append(start + i)
-        self._release(done)
+                done.append(seq)
+        self.metrics.generated_tokens += len(rows)
+        self._finish(done)
         return outputs
 
     def _output(self, seq: _Sequence, tokens: list[int], reason: str | None,
                 logprobs: list[TokenLogprob] | None = None) -> StepOutput:
         text = seq.text.take(final=reason is not None) if seq.text is not None else ""
         return StepOutput(seq.request_id, tokens, text, logprobs, reason is not None, reason,
-                          len(seq.prompt), len(seq.output))
+                          len(seq.prompt), len(seq.output), seq.index)
 
-    def _release(self, rows: list[int]) -> None:
-        """Free finished rows, moving the last running row into each hole (highest rows first)."""
-        for row in sorted(rows, reverse=True):
-            last = len(self.running) - 1
-            if row != last:
-                self.cache.move(last, row)
-                self.running[row] = self.running[last]
-            self.cache.clear(last)
-            self.running.pop()
+    def _finish(self, seqs: list[_Sequence]) -> None:
+        """Remove finished sequences from the batch and release their blocks."""
+        if not seqs:
+            return
+        for seq in seqs:
+            self.blocks.release(seq.blocks)
+            seq.blocks = []
+        gone = set(map(id, seqs))
+        self.running = [s for s in self.running if id(s) not in gone]
+        self.metrics.finished_sequences += len(seqs)
 
     # ----- convenience drivers -------------------------------------------------------------------
     def generate(self, prompts: Sequence[str | Sequence[int]], params: SamplingParams | None = None) -> list[Result]:
-        """Run prompts (texts or id lists) to completion; results in prompt order."""
+        """Run prompts (texts or id lists) to completion; results in prompt order, each prompt's
+        `params.n` samples in index order (requests queued by others run along, unreported)."""
+        n = (params or self.defaults).n
         results = {}
         for p in prompts:
             ids = self.encode_prompt(p) if isinstance(p, str) else list(p)
             rid = self.add_request(ids, params)
-            results[rid] = Result(rid, ids)
+            results |= {(rid, i): Result(rid, ids, index=i) for i in range(n)}
         while self.has_unfinished():
             for out in self.step():
-                r = results[out.request_id]
+                r = results.get((out.request_id, out.index))
+                if r is None:
+                    continue
                 r.token_ids += out.token_ids
                 r.text += out.text
                 if out.logprobs is not None:
@@ -335,7 +487,7 @@ class Engine:
                 for out in self.step():
                     if out.request_id == rid:
                         yield out
-        finally:  # the consumer stopped early: free the slot
+        finally:  # the consumer stopped early: free its blocks
             self.abort(rid)
             self._drop_aborted()
 
@@ -352,14 +504,14 @@ def default_cache_budget(device: torch.device) -> int:
         return 4 << 30
 
 
-def default_max_len(model: HunyuanForCausalLM, max_batch: int, budget: int | None) -> int:
-    """The model's context (max_position_embeddings), capped so max_batch sequences fit the budget."""
-    cfg = model.config
+def default_num_blocks(model: HunyuanForCausalLM, max_batch: int, context: int, block_size: int,
+                       budget: int | None) -> int:
+    """KV-cache blocks: as many as the budget holds, but no more than max_batch full contexts need."""
     weight = model.model.embed_tokens.weight
     budget = budget if budget is not None else default_cache_budget(weight.device)
-    per_seq_token = kv_cache_bytes_per_token(cfg, weight.element_size())["as_built"] * max_batch
-    max_len = min(cfg.max_position_embeddings, budget // per_seq_token)
-    if max_len < 2:
-        raise UserError(f"a KV cache budget of {budget} bytes does not fit {max_batch} sequences "
-                        f"({per_seq_token} bytes per token across them)")
-    return max_len
+    per_block = kv_cache_bytes_per_token(model.config, weight.element_size())["as_built"] * block_size
+    blocks = min(budget // per_block, -(-max_batch * context // block_size))
+    if blocks < 1:
+        raise UserError(f"a KV cache budget of {budget} bytes does not hold one block of {block_size} tokens "
+                        f"({per_block} bytes)")
+    return blocks

@@ -10,6 +10,7 @@ relying on them gets a 400 naming the field rather than a silently different ans
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -113,8 +114,8 @@ def parse(model: type[BaseModel], body: object) -> BaseModel:
 def sampling_params(req: _SamplingFields, defaults: SamplingParams, max_tokens: int | None,
                     logprobs: int | None) -> SamplingParams:
     """The engine's SamplingParams for a request: the model's defaults, overridden by what it sets."""
-    if req.n != 1:
-        raise APIError(400, "only n=1 is supported", param="n")
+    if req.n < 1:
+        raise APIError(400, f"n must be at least 1, got {req.n}", param="n")
     if req.presence_penalty or req.frequency_penalty:
         raise APIError(400, "presence_penalty and frequency_penalty are not supported; "
                             "use repetition_penalty", param="presence_penalty")
@@ -123,7 +124,7 @@ def sampling_params(req: _SamplingFields, defaults: SamplingParams, max_tokens: 
     if logprobs is not None and not 0 <= logprobs <= 20:
         raise APIError(400, f"logprobs must be between 0 and 20, got {logprobs}", param="logprobs")
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
-    changes = dict(max_new_tokens=max_tokens, stop=stop, logprobs=logprobs, seed=req.seed)
+    changes = dict(max_new_tokens=max_tokens, stop=stop, logprobs=logprobs, seed=req.seed, n=req.n)
     if req.ignore_eos:
         changes["stop_token_ids"] = ()
     for name in ("temperature", "top_p", "top_k", "repetition_penalty"):
@@ -182,44 +183,59 @@ def chat_logprobs(tok: Tokenizer, items: list[TokenLogprob]) -> dict:
                         for x in items]}
 
 
+@dataclass
+class Choice:
+    """One sample's whole answer, for the non-streamed response."""
+
+    index: int
+    text: str
+    finish_reason: str | None
+    logprobs: list[TokenLogprob] | None
+    completion_tokens: int
+
+
 class ResponseBuilder:
-    """Builds one request's OpenAI response objects (whole, or as stream chunks)."""
+    """Builds one request's OpenAI response objects (whole, or as stream chunks), one choice per sample."""
 
     def __init__(self, request_id: str, model: str, chat: bool, tokenizer: Tokenizer):
         self.id, self.model, self.chat, self.tok = request_id, model, chat, tokenizer
         self.created = int(time.time())
         self.object = "chat.completion" if chat else "text_completion"
-        self.text_offset = 0
+        self.text_offset: dict[int, int] = {}  # per choice: the completions logprobs' running offset
 
     def _base(self, obj: str) -> dict:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
 
-    def _logprobs(self, items: list[TokenLogprob] | None) -> dict | None:
+    def _logprobs(self, index: int, items: list[TokenLogprob] | None) -> dict | None:
         if items is None:
             return None
         if self.chat:
             return chat_logprobs(self.tok, items)
-        out, self.text_offset = completion_logprobs(self.tok, items, self.text_offset)
+        out, self.text_offset[index] = completion_logprobs(self.tok, items, self.text_offset.get(index, 0))
         return out
 
-    def full(self, text: str, finish_reason: str | None, logprobs: list[TokenLogprob] | None,
-             prompt_tokens: int, completion_tokens: int) -> dict:
-        """The non-streamed response."""
-        choice = {"index": 0, "logprobs": self._logprobs(logprobs), "finish_reason": finish_reason}
-        if self.chat:
-            choice["message"] = {"role": "assistant", "content": text}
-        else:
-            choice["text"] = text
-        return self._base(self.object) | {"choices": [choice], "usage": usage(prompt_tokens, completion_tokens)}
+    def full(self, choices: list[Choice], prompt_tokens: int) -> dict:
+        """The non-streamed response; usage counts the completion tokens of all choices."""
+        out = []
+        for c in sorted(choices, key=lambda c: c.index):
+            choice = {"index": c.index, "logprobs": self._logprobs(c.index, c.logprobs),
+                      "finish_reason": c.finish_reason}
+            if self.chat:
+                choice["message"] = {"role": "assistant", "content": c.text}
+            else:
+                choice["text"] = c.text
+            out.append(choice)
+        completion = sum(c.completion_tokens for c in choices)
+        return self._base(self.object) | {"choices": out, "usage": usage(prompt_tokens, completion)}
 
-    def chunk(self, out: StepOutput | None, include_usage: bool) -> dict:
-        """One stream chunk for a step's output; None gives the chat stream's opening role chunk."""
+    def chunk(self, out: StepOutput | None, include_usage: bool, index: int = 0) -> dict:
+        """One stream chunk for a step's output; None gives the chat stream's opening role chunk of choice `index`."""
         obj = "chat.completion.chunk" if self.chat else "text_completion"
-        choice: dict = {"index": 0, "logprobs": None, "finish_reason": None}
+        choice: dict = {"index": index if out is None else out.index, "logprobs": None, "finish_reason": None}
         if out is None:
             choice["delta"] = {"role": "assistant", "content": ""}
         else:
-            choice["logprobs"] = self._logprobs(out.logprobs)
+            choice["logprobs"] = self._logprobs(out.index, out.logprobs)
             choice["finish_reason"] = out.finish_reason
             if self.chat:
                 choice["delta"] = {"content": out.text} if out.text or not out.finished else {}

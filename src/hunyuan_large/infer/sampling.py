@@ -30,7 +30,8 @@ class SamplingParams:
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1: off
     repetition_penalty: float = 1.0  # 1: off; > 1 discourages tokens already seen
-    seed: int | None = None  # None: a random draw
+    seed: int | None = None  # None: a random draw; sample i of n draws from seed + i
+    n: int = 1  # samples of the prompt (they share its KV-cache blocks)
     stop_token_ids: tuple[int, ...] = ()
     stop: tuple[str, ...] = ()  # stop strings (not included in the output text)
     logprobs: int | None = None  # None: off; n: the chosen token's log-probability and the top n
@@ -46,6 +47,7 @@ class SamplingParams:
               f"repetition_penalty must be a number > 0, got {self.repetition_penalty!r}")
         check(self.seed is None or is_int(self.seed) and 0 <= self.seed < 2**63,
               f"seed must be an integer in [0, 2**63), got {self.seed!r}")
+        check(is_int(self.n) and self.n >= 1, f"n must be an integer >= 1, got {self.n!r}")
         check(all(is_int(i) and i >= 0 for i in self.stop_token_ids),
               f"stop_token_ids must be integers >= 0, got {self.stop_token_ids!r}")
         check(all(isinstance(s, str) and s for s in self.stop), f"stop must be non-empty strings, got {self.stop!r}")

@@ -1,10 +1,11 @@
 """The OpenAI-compatible HTTP server: FastAPI routes over an AsyncEngine, run by uvicorn.
 
-Routes: POST /v1/completions, POST /v1/chat/completions (both optionally streamed as Server-Sent
-Events ending with `data: [DONE]`), GET /v1/models, GET /v1/models/{id}, GET /health. With an API key
-every /v1 route needs `Authorization: Bearer KEY`; bodies over a size limit get a 413 (http_guard.py).
-Every bad request is answered with OpenAI's error JSON and a 4xx status; a client that goes away
-(mid-stream or while waiting) has its request aborted, which frees its cache slot before the
+Routes: POST /v1/completions, POST /v1/chat/completions (both with `n` choices, optionally streamed
+as Server-Sent Events ending with `data: [DONE]`), GET /v1/models, GET /v1/models/{id}, GET /health,
+GET /metrics (Prometheus text format). With an API key every /v1 route needs `Authorization: Bearer
+KEY`; bodies over a size limit get a 413 (http_guard.py). Every bad request is answered with
+OpenAI's error JSON and a 4xx status; a client that goes away (mid-stream or while waiting) has its
+request aborted, which frees its cache blocks before the
 engine's next step.
 """
 
@@ -21,14 +22,15 @@ from pathlib import Path
 
 import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import UserError
 from .async_engine import AsyncEngine, EngineFailure
-from .engine import Engine, EngineConfig, StepOutput
+from .engine import Engine, EngineConfig
 from .http_guard import HTTPGuard
-from .protocol import (APIError, ChatRequest, CompletionRequest, ResponseBuilder, check_length, parse,
+from .metrics import engine_metrics_text
+from .protocol import (APIError, ChatRequest, Choice, CompletionRequest, ResponseBuilder, check_length, parse,
                        sampling_params)
 from .sampling import SamplingParams
 
@@ -77,6 +79,10 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None,
     @app.get("/health")
     async def health():
         return {"status": "ok", **runner.load()}
+
+    @app.get("/metrics")
+    async def metrics():
+        return PlainTextResponse(engine_metrics_text(engine), media_type="text/plain; version=0.0.4")
 
     card = {"id": model_name, "object": "model", "created": 0, "owned_by": "hunyuan-large",
             "max_model_len": engine.max_len}
@@ -137,21 +143,27 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None,
             engine.check_prompt(prompt)
         except UserError as e:
             raise APIError(400, str(e), param="prompt") from None
+        try:
+            engine.check_samples(len(prompt), params.n)
+        except UserError as e:
+            raise APIError(400, str(e), param="n") from None
         request_id = f"{prefix}-{uuid.uuid4().hex}"
         builder = ResponseBuilder(request_id, model_name, chat, tokenizer)
         outputs = runner.submit(request_id, prompt, params)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(stream(request_id, outputs, builder, include_usage),
+            return StreamingResponse(stream(request_id, outputs, builder, include_usage, params.n),
                                      media_type="text/event-stream")
-        return JSONResponse(await collect(request, request_id, outputs, builder))
+        return JSONResponse(await collect(request, request_id, outputs, builder, params.n))
 
-    async def collect(request: Request, request_id: str, outputs: asyncio.Queue, builder: ResponseBuilder) -> dict:
-        text, logprobs, finished = [], None, False
+    async def collect(request: Request, request_id: str, outputs: asyncio.Queue, builder: ResponseBuilder,
+                      n: int) -> dict:
+        choices = [Choice(i, "", None, None, 0) for i in range(n)]
+        finished = prompt_tokens = 0
         loop = asyncio.get_running_loop()
         next_check = loop.time() + POLL_DISCONNECT_S
         try:
-            while not finished:
+            while finished < n:
                 try:
                     item = await asyncio.wait_for(outputs.get(), POLL_DISCONNECT_S)
                 except asyncio.TimeoutError:
@@ -159,40 +171,44 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None,
                 # checked on a clock, not only when idle: a busy request yields a token every step
                 if loop.time() >= next_check:
                     if await request.is_disconnected():
-                        return {}  # nobody to answer; `finally` frees the slot
+                        return {}  # nobody to answer; `finally` frees the blocks
                     next_check = loop.time() + POLL_DISCONNECT_S
                 if item is None:
                     continue
                 if isinstance(item, EngineFailure):
                     raise APIError(500, item.message, type="server_error")
-                text.append(item.text)
+                c = choices[item.index]
+                c.text += item.text
                 if item.logprobs is not None:
-                    logprobs = (logprobs or []) + item.logprobs
-                finished = item.finished
-            return builder.full("".join(text), item.finish_reason, logprobs, item.prompt_tokens,
-                                item.completion_tokens)
+                    c.logprobs = (c.logprobs or []) + item.logprobs
+                c.finish_reason, c.completion_tokens = item.finish_reason, item.completion_tokens
+                finished += item.finished
+                prompt_tokens = item.prompt_tokens
+            return builder.full(choices, prompt_tokens)
         finally:
-            if not finished:
+            if finished < n:
                 runner.abort(request_id)
 
-    async def stream(request_id: str, outputs: asyncio.Queue, builder: ResponseBuilder, include_usage: bool):
-        last: StepOutput | None = None
+    async def stream(request_id: str, outputs: asyncio.Queue, builder: ResponseBuilder, include_usage: bool, n: int):
+        finished, completion_tokens, prompt_tokens = 0, [0] * n, 0
         try:
             if builder.chat:
-                yield _sse(builder.chunk(None, include_usage))
-            while last is None or not last.finished:
+                for index in range(n):
+                    yield _sse(builder.chunk(None, include_usage, index))
+            while finished < n:
                 item = await outputs.get()
                 if isinstance(item, EngineFailure):
                     yield _sse(APIError(500, item.message, type="server_error").body())
                     break
-                last = item
+                finished += item.finished
+                completion_tokens[item.index], prompt_tokens = item.completion_tokens, item.prompt_tokens
                 if item.text or item.finished or item.logprobs is not None:
                     yield _sse(builder.chunk(item, include_usage))
-            if include_usage and last is not None and last.finished:
-                yield _sse(builder.usage_chunk(last.prompt_tokens, last.completion_tokens))
+            if include_usage and finished == n:
+                yield _sse(builder.usage_chunk(prompt_tokens, sum(completion_tokens)))
             yield _sse("[DONE]")
         finally:  # also runs when the client disconnects and the response is cancelled
-            if last is None or not last.finished:
+            if finished < n:
                 runner.abort(request_id)
 
     return app
@@ -220,6 +236,7 @@ def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, api_key:
     cache = engine.cache
     print(f"serving '{name}' on http://{host}:{sock.getsockname()[1]}/v1 ({engine.device}, {engine.dtype}, "
           f"{torch.get_num_threads()} CPU threads, "
-          f"{cache.max_batch} slots x {cache.max_len} tokens, KV cache {cache.nbytes / 2**20:.0f} MiB, "
+          f"{engine.config.max_batch} sequences of up to {engine.max_len} tokens, KV cache {cache.num_blocks} "
+          f"blocks of {cache.block_size} tokens ({cache.nbytes / 2**20:.0f} MiB), "
           f"{'API key required' if api_key else 'no API key'})", flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
