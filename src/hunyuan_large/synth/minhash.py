@@ -2,8 +2,8 @@
 
 Shapes: P permutations = bands x rows, S shingles of a text.
 
-A text's signature is, for each of P random affine hashes h(x) = (a x + b) mod p of its word
-shingles, the minimum; two texts agree in a slot with probability equal to their Jaccard
+A text's signature is, for each of P random hashes h(x) = ((a x + b) mod 2^64 mod p) mod 2^32 of
+its word shingles' 32-bit hashes x (datasketch's family), the minimum; two texts agree in a slot with probability equal to their Jaccard
 similarity. Banded LSH makes candidates of texts that agree on a whole band; a candidate is a
 duplicate if its estimated Jaccard (the share of equal slots) reaches the threshold.
 """
@@ -24,8 +24,8 @@ class MinHashIndex:
 
     def __init__(self, threshold: float = 0.8, num_perm: int = 128, shingle: int = 3, seed: int = 0):
         rng = np.random.default_rng(seed)
-        self.a = rng.integers(1, 1 << 31, num_perm, dtype=np.uint64)
-        self.b = rng.integers(0, 1 << 31, num_perm, dtype=np.uint64)
+        self.a = rng.integers(1, _PRIME, num_perm, dtype=np.uint64)
+        self.b = rng.integers(0, _PRIME, num_perm, dtype=np.uint64)
         self.threshold, self.shingle = threshold, shingle
         self.bands = _bands(num_perm, threshold)
         self.rows = num_perm // self.bands
@@ -37,8 +37,8 @@ class MinHashIndex:
         words = normalize(text).split()
         grams = {" ".join(words[i:i + self.shingle]) for i in range(max(1, len(words) - self.shingle + 1))}
         x = np.array([zlib.crc32(g.encode()) for g in grams], dtype=np.uint64)  # [S] 32-bit hashes
-        # (a x + b) mod p: a, x < 2^32 so a * x < 2^64 does not wrap.
-        h = (self.a[None, :] * x[:, None] + self.b[None, :]) % np.uint64(_PRIME)  # [S, P]
+        with np.errstate(over="ignore"):  # uint64 arithmetic wraps mod 2^64, as intended
+            h = (self.a[None, :] * x[:, None] + self.b[None, :]) % np.uint64(_PRIME) & np.uint64(0xFFFFFFFF)  # [S, P]
         return h.min(axis=0)
 
     def add(self, text: str) -> float | None:
