@@ -24,6 +24,7 @@ SEEDS = {
     "DUP": ["iota facts", "iota facts"],  # two identical seeds: the second is a near-duplicate
     "GARBAGE": ["kappa facts"],  # the critic's reply has no rating
     "LOW": ["lambda facts"],  # the critic rates it 2
+    "TOOBIG": ["mu facts"],  # the responder refuses the prompt (too long for its context)
 }
 MATH = {"AGREE": ["one plus one"], "SPLIT": ["two plus two"]}  # 3 samples: all agree / all differ
 
@@ -35,10 +36,10 @@ class Scripted(Backend):
         self.name = "fake"
         self.calls = Counter()
 
-    def generate(self, requests: list[Request]) -> list[str]:
+    def generate(self, requests: list[Request]) -> list[str | None]:
         return [self.answer(r) for r in requests]
 
-    def answer(self, r: Request) -> str:
+    def answer(self, r: Request) -> str | None:
         text = r.messages[-1]["content"]
         marker = next((m for m in [*SEEDS, *MATH] if m in text and m != "plain"), "")
         if text.startswith("Here is"):
@@ -56,6 +57,8 @@ class Scripted(Backend):
                     "REFUSE": "I'm sorry, I cannot do that.", "LONG": "x" * 500}.get(
                         marker, instruction + " Give three reasons.")
         self.calls["respond"] += 1
+        if "TOOBIG" in text:
+            return None
         if "SPLIT" in text:
             return f"The answer is {r.seed % 1000}."
         if "AGREE" in text:
@@ -105,12 +108,13 @@ def test_every_stage_and_drop_reason(seeds):
     assert by["evolve"].dropped == Counter(evolve_unchanged=1, evolve_leaked_template=1, evolve_refusal=1,
                                            evolve_too_long=1)
     assert by["respond"].kept == n_seeds - 4
-    assert by["filter"].dropped == Counter(unparsable_rating=1, low_rating=1, no_consensus=1)
+    assert by["filter"].dropped == Counter(unparsable_rating=1, low_rating=1, no_consensus=1,
+                                            prompt_refused=1)
     assert by["filter"].events == Counter(unparsable_rating=3)  # 3 samples of the GARBAGE record
     assert by["dedup"].dropped == Counter(near_duplicate=1)
     out = seeds / "out"
     sft = read_jsonl(out / "sft.jsonl")
-    assert len(sft) == n_seeds - 4 - 3 - 1
+    assert len(sft) == n_seeds - 4 - 4 - 1
     assert all([m["role"] for m in r["messages"]] == ["user", "assistant"] for r in sft)
     # AGREE's samples rate 5, 6 or 7 by their text: chosen is the best, rejected the worst.
     dpo = read_jsonl(out / "dpo.jsonl")

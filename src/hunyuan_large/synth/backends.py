@@ -1,6 +1,7 @@
 """Where text comes from: our engine in-process on a model folder, or OpenAI-compatible endpoints.
 
-Every backend answers a batch of `Request`s with one text each, in order. The endpoint backend
+Every backend answers a batch of `Request`s with one text each, in order, or None for a request
+the model refuses to take (a prompt longer than its context: HTTP 400). The endpoint backend
 keeps at most `max_in_flight` requests open, spreads them round-robin over its endpoints and
 retries connection errors, timeouts, 429 and 5xx with exponential backoff.
 """
@@ -64,8 +65,8 @@ class Backend:
     name: str
     tokenizer: Tokenizer | None = None
 
-    def generate(self, requests: list[Request]) -> list[str]:
-        """One text per request, in order."""
+    def generate(self, requests: list[Request]) -> list[str | None]:
+        """One text per request, in order; None where the request was refused."""
         raise NotImplementedError
 
     def user_prefix(self, system: str = "") -> tuple[tuple[int, ...], tuple[str, ...]]:
@@ -90,22 +91,38 @@ class EngineBackend(Backend):
         self.engine = Engine.from_pretrained(cfg.model, EngineConfig(max_batch=cfg.max_batch), device=cfg.device)
         self.tokenizer = self.engine.require_tokenizer()
 
-    def generate(self, requests: list[Request]) -> list[str]:
+    def generate(self, requests: list[Request]) -> list[str | None]:
         base = self.engine.chat_params()
         prompts, params = [], []
         for r in requests:
             ids = (self.engine.encode_chat(list(r.messages)) if r.messages is not None
                    else self.engine.encode_prompt(r.prompt) if isinstance(r.prompt, str) else list(r.prompt))
             prompts.append(ids)
-            params.append(base.replace(max_new_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p,
-                                       seed=r.seed, stop=r.stop))
+            # Special tokens add no text, so a stop string that is one special token stops by its id.
+            special = [self._special_id(s) for s in r.stop]
+            params.append(base.replace(
+                max_new_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p, seed=r.seed,
+                stop=tuple(s for s, i in zip(r.stop, special) if i is None),
+                stop_token_ids=(*base.stop_token_ids, *(i for i in special if i is not None))))
         # Requests have their own params: queue them all, then step until every one is done.
-        ids = [self.engine.add_request(p, sp) for p, sp in zip(prompts, params)]
-        texts = dict.fromkeys(ids, "")
+        ids = [self._add(p, sp) for p, sp in zip(prompts, params)]
+        texts = {i: "" for i in ids if i is not None}
         while self.engine.has_unfinished():
             for out in self.engine.step():
                 texts[out.request_id] += out.text
-        return [texts[i] for i in ids]
+        return [None if i is None else texts[i] for i in ids]
+
+    def _add(self, prompt: list[int], params) -> str | None:
+        """Queue a request; None if the engine refuses its prompt (too long for the context)."""
+        try:
+            return self.engine.add_request(prompt, params)
+        except UserError:
+            return None
+
+    def _special_id(self, text: str) -> int | None:
+        """The id of `text` if it is exactly one special token."""
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        return ids[0] if len(ids) == 1 and self.tokenizer.is_special(ids[0]) else None
 
 
 class RetryableError(Exception):
@@ -128,11 +145,11 @@ class OpenAIBackend(Backend):
         self.tokenizer = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None
         self.attempts = 0  # requests sent, retries included
 
-    def generate(self, requests: list[Request]) -> list[str]:
+    def generate(self, requests: list[Request]) -> list[str | None]:
         with ThreadPoolExecutor(self.cfg.max_in_flight) as pool:
             return list(pool.map(self._one, requests))
 
-    def _one(self, r: Request) -> str:
+    def _one(self, r: Request) -> str | None:
         body = {"model": self.cfg.model, **{k: v for k, v in r.sampling().items() if v is not None and v != []}}
         if r.messages is not None:
             path, body["messages"] = "/chat/completions", list(r.messages)
@@ -145,6 +162,8 @@ class OpenAIBackend(Backend):
                 self.attempts += 1
             try:
                 data = self._post(client, path, body)
+                if data is None:
+                    return None
                 choice = data["choices"][0]
                 return choice["message"]["content"] if r.messages is not None else choice["text"]
             except RetryableError as e:
@@ -154,7 +173,8 @@ class OpenAIBackend(Backend):
                 delay *= 2
 
     @staticmethod
-    def _post(client, path: str, body: dict) -> dict:
+    def _post(client, path: str, body: dict) -> dict | None:
+        """The response's JSON; None for a 400 (the request itself is refused, e.g. too long)."""
         import httpx
 
         try:
@@ -163,6 +183,8 @@ class OpenAIBackend(Backend):
             raise RetryableError(f"{client.base_url}{path}: {type(e).__name__}") from None
         if resp.status_code == 429 or resp.status_code >= 500:
             raise RetryableError(f"{client.base_url}{path}: HTTP {resp.status_code}")
+        if resp.status_code == 400:
+            return None
         if resp.status_code != 200:
             raise UserError(f"{client.base_url}{path}: HTTP {resp.status_code}: {resp.text[:300]}")
         return resp.json()

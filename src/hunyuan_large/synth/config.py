@@ -22,6 +22,7 @@ class SeedSource:
     domain: str = "general"
     field: str = "text"  # jsonl: the field holding the seed text
     max_chars: int = 2000  # longer seeds are cut
+    limit: int | None = None  # at most this many seeds from this source
 
     def __post_init__(self) -> None:
         check(self.kind in ("text", "jsonl", "code"), f"seeds: kind must be text, jsonl or code, got {self.kind!r}")
@@ -113,7 +114,6 @@ class SynthConfig:
     domains: dict[str, Domain] = field(default_factory=dict)
     shard_size: int = 16
     seed: int = 0
-    max_seeds: int | None = None
 
     def __post_init__(self) -> None:
         names = {self.generate.backend, self.evolve.backend, self.respond.backend, self.filter.critic}

@@ -64,7 +64,7 @@ def run_pipeline(cfg: SynthConfig, console: Console | None = None,
     console = console or Console(stderr=True)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    seeds = read_seeds(cfg.seeds, cfg.max_seeds)
+    seeds = read_seeds(cfg.seeds)
     shards = shard(seeds, cfg.shard_size)
     lazy = _LazyBackends(cfg)
     lazy.update(backends or {})

@@ -10,15 +10,14 @@ from ..errors import UserError
 from .config import SeedSource
 
 
-def read_seeds(sources: list[SeedSource], limit: int | None = None) -> list[dict]:
-    """Seed records {"id", "domain", "seed": {"source", "text"}} in source order, at most `limit`."""
+def read_seeds(sources: list[SeedSource]) -> list[dict]:
+    """Seed records {"id", "domain", "seed": {"source", "text"}} in source order."""
     out = []
     for src in sources:
-        for where, text in _texts(src):
-            text = text.strip()[: src.max_chars]
-            if text:
-                out.append({"id": f"s{len(out):06d}", "domain": src.domain, "seed": {"source": where, "text": text}})
-    return out[:limit]
+        texts = [(where, text.strip()[: src.max_chars]) for where, text in _texts(src) if text.strip()]
+        for where, text in texts[: src.limit]:
+            out.append({"id": f"s{len(out):06d}", "domain": src.domain, "seed": {"source": where, "text": text}})
+    return out
 
 
 def _texts(src: SeedSource):

@@ -29,8 +29,10 @@ class Steps:
     def _rng(self, record_id: str, salt: str) -> random.Random:
         return random.Random(zlib.crc32(f"{self.cfg.seed}/{salt}/{record_id}".encode()))
 
-    def _call(self, step: str, backend_name: str, records: list[dict], requests: list[Request]) -> list[str]:
-        """Run requests (one per record) on a backend and log each in its record's provenance."""
+    def _call(self, step: str, backend_name: str, records: list[dict], requests: list[Request]) -> list[str | None]:
+        """Run requests (one per record) on a backend and log each in its record's provenance.
+
+        A refused request (prompt too long) gives None."""
         backend = self.backends[backend_name]
         texts = backend.generate(requests)
         for rec, req, text in zip(records, requests, texts):
@@ -38,7 +40,7 @@ class Steps:
             rec.setdefault("provenance", []).append({
                 "step": step, "backend": backend_name, "model": self.cfg.backends[backend_name].model,
                 "prompt": prompt, "sampling": req.sampling(), "output": text})
-        return [t.strip() for t in texts]
+        return [None if t is None else t.strip() for t in texts]
 
     # ----- step 1 ----------------------------------------------------------------------------
     def generate(self, seeds: list[dict]) -> tuple[list[dict], list[dict], Counter]:
@@ -73,8 +75,11 @@ class Steps:
         return kept, dropped, Counter()
 
     @staticmethod
-    def _instruction_problem(text: str, min_chars: int, max_chars: int | None, before: str | None = None) -> str | None:
+    def _instruction_problem(text: str | None, min_chars: int, max_chars: int | None,
+                             before: str | None = None) -> str | None:
         """Why an instruction is eliminated (None: it is fine)."""
+        if text is None:
+            return "prompt_refused"
         if before is not None and normalize(text) == normalize(before):
             return "unchanged"
         if LEAK_WORDS_RE.search(text):
@@ -128,7 +133,7 @@ class Steps:
             recs = [rec for rec, _ in pairs]
             texts = self._call("respond", name, recs, [req for _, req in pairs])
             for rec, text in zip(recs, texts):
-                rec.setdefault("responses", []).append({"text": text})
+                rec.setdefault("responses", []).append({"text": text or "", "refused": text is None})
         return records, [], Counter()
 
     # ----- step 4 ----------------------------------------------------------------------------
@@ -139,8 +144,10 @@ class Steps:
         kept, dropped = [], []
         for rec in records:
             for resp in rec["responses"]:
-                resp["problem"] = ("refusal" if is_refusal(resp["text"]) else "too_short" if len(resp["text"]) < f.min_chars
-                                   else "too_long" if len(resp["text"]) > f.max_chars else None)
+                text = resp["text"]
+                resp["problem"] = ("prompt_refused" if resp["refused"] else "refusal" if is_refusal(text)
+                                   else "too_short" if len(text) < f.min_chars
+                                   else "too_long" if len(text) > f.max_chars else None)
             extractor = self.cfg.domain(rec["domain"]).extractor
             if extractor and len(rec["responses"]) > 1:
                 self._vote(rec, EXTRACTORS[extractor])
@@ -174,7 +181,7 @@ class Steps:
                     temperature=0.0) for rec, resp in pairs]
         texts = self._call("critique", f.critic, [rec for rec, _ in pairs], reqs)
         for (_, resp), text in zip(pairs, texts):
-            resp["rating"] = parse_rating(text)
+            resp["rating"] = None if text is None else parse_rating(text)
             if resp["rating"] is None:
                 events["unparsable_rating"] += 1
                 if f.drop_unparsable and resp["problem"] is None:
