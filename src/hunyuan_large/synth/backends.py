@@ -120,8 +120,8 @@ class EngineBackend(Backend):
             return None
 
     def _special_id(self, text: str) -> int | None:
-        """The id of `text` if it is exactly one special token."""
-        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        """The id of `text` if it is exactly one special token (around whitespace, e.g. '<|im_end|>\\n')."""
+        ids = self.tokenizer.encode(text.strip(), add_special_tokens=False)
         return ids[0] if len(ids) == 1 and self.tokenizer.is_special(ids[0]) else None
 
 
@@ -146,8 +146,11 @@ class OpenAIBackend(Backend):
         self.attempts = 0  # requests sent, retries included
 
     def generate(self, requests: list[Request]) -> list[str | None]:
-        with ThreadPoolExecutor(self.cfg.max_in_flight) as pool:
+        pool = ThreadPoolExecutor(self.cfg.max_in_flight)
+        try:
             return list(pool.map(self._one, requests))
+        finally:  # on Ctrl-C, queued requests are dropped rather than sent
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _one(self, r: Request) -> str | None:
         body = {"model": self.cfg.model, **{k: v for k, v in r.sampling().items() if v is not None and v != []}}
