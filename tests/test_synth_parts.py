@@ -86,7 +86,8 @@ class _Fake(BaseHTTPRequestHandler):
             self.end_headers()
             return
         text = body["messages"][-1]["content"] if "messages" in body else str(body["prompt"])
-        choice = {"message": {"role": "assistant", "content": "echo " + text}} if "messages" in body else {"text": "echo " + text}
+        chat = "messages" in body
+        choice = {"message": {"role": "assistant", "content": "echo " + text}} if chat else {"text": "echo " + text}
         data = json.dumps({"choices": [choice]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -139,7 +140,7 @@ def test_retries_with_backoff_then_gives_up(fake_servers):
     assert backend.attempts == 3 and time.perf_counter() - start >= 0.05 + 0.1  # slept 0.05, then 0.1
     fake_servers[1].fail = 10
     with pytest.raises(UserError, match="HTTP 503 .after 3 attempts"):
-        _backend(fake_servers[1:], retries=2, backoff=0.01).generate([Request(messages=({"role": "user", "content": "x"},))])
+        _backend(fake_servers[1:], retries=2, backoff=0.01).generate([Request(prompt="x")])
     dead = OpenAIBackend("dead", BackendConfig(kind="openai", model="m", endpoints=["http://127.0.0.1:9/v1"],
                                                retries=1, backoff=0.01, timeout=2))
     with pytest.raises(UserError, match="ConnectError"):

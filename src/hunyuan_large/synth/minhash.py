@@ -2,9 +2,9 @@
 
 Shapes: P permutations = bands x rows, S shingles of a text.
 
-A text's signature is, for each of P random hashes h(x) = ((a x + b) mod 2^64 mod p) mod 2^32 of
-its word shingles' 32-bit hashes x (datasketch's family), the minimum; two texts agree in a slot with probability equal to their Jaccard
-similarity. Banded LSH makes candidates of texts that agree on a whole band; a candidate is a
+A text's signature is, for each of P random hashes h(x) = ((a x + b) mod 2^64 mod p) mod 2^32
+(datasketch's family) of its word shingles' 32-bit hashes x, the minimum; two texts agree in a
+slot with probability close to their Jaccard similarity. Banded LSH makes candidates of texts that agree on a whole band; a candidate is a
 duplicate if its estimated Jaccard (the share of equal slots) reaches the threshold.
 """
 

@@ -80,8 +80,8 @@ def run_pipeline(cfg: SynthConfig, console: Console | None = None,
     final = results[-1].records()
     write_jsonl(out / "sft.jsonl", [{"messages": [{"role": "user", "content": r["instruction"]},
                                                   {"role": "assistant", "content": r["chosen"]}]} for r in final])
-    write_jsonl(out / "dpo.jsonl", [{"prompt": [{"role": "user", "content": r["instruction"]}],
-                                     "chosen": r["chosen"], "rejected": r["rejected"]} for r in final if "rejected" in r])
+    write_jsonl(out / "dpo.jsonl", [{"prompt": [{"role": "user", "content": r["instruction"]}], "chosen": r["chosen"],
+                                     "rejected": r["rejected"]} for r in final if "rejected" in r])
     summary = [{"stage": r.folder.name, "in": r.records_in, "kept": r.kept, "dropped": dict(r.dropped),
                 "events": dict(r.events), "seconds": round(r.seconds, 2), "reused_shards": r.skipped} for r in results]
     (out / "summary.json").write_text(json.dumps({"seeds": len(seeds), "stages": summary, "sft": len(final)}, indent=1))
@@ -98,7 +98,8 @@ def summary_table(summary: list[dict], seeds: int) -> Table:
         rate = f"{s['in'] / s['seconds']:.1f}" if s["seconds"] > 0 else "-"
         table.add_row(s["stage"], str(s["in"]), str(s["kept"]),
                       ", ".join(f"{k}: {v}" for k, v in sorted(s["dropped"].items())) or "-",
-                      ", ".join(f"{k}: {v}" for k, v in sorted(s["events"].items())) or "-", f"{s['seconds']:.1f}", rate)
+                      ", ".join(f"{k}: {v}" for k, v in sorted(s["events"].items())) or "-",
+                      f"{s['seconds']:.1f}", rate)
     return table
 
 

@@ -111,7 +111,9 @@ def run_stage(stage: Stage, root: Path, inputs: dict[str, list[Record]] | StageR
     done = manifest["shards"]
     todo = [n for n in names if n not in done]
     total_in = sum(d["in"] for d in done.values())
-    task = progress.add_task(stage.name, total=len(names), completed=len(names) - len(todo), rate="") if progress else None
+    task = None
+    if progress:
+        task = progress.add_task(stage.name, total=len(names), completed=len(names) - len(todo), rate="")
     start, fresh = time.perf_counter(), 0
     for name in todo:
         records = load(name)

@@ -16,7 +16,7 @@ from .backends import Backend, Request
 from .config import SynthConfig
 from .minhash import MinHashIndex
 from .parsing import EXTRACTORS, LEAK_WORDS_RE, is_refusal, normalize, parse_rating
-from .prompts import CRITIQUE, EVOLVE_FORMAT, EVOLVE
+from .prompts import CRITIQUE, evolve_prompt
 
 
 @dataclass
@@ -103,7 +103,7 @@ class Steps:
                 rng = self._rng(rec["id"], f"evolve{round_}")
                 method = rng.choice(e.methods)
                 rec.setdefault("evolution", []).append(method)
-                prompt = EVOLVE_FORMAT.format(method=EVOLVE[method], instruction=rec["instruction"])
+                prompt = evolve_prompt(method, rec["instruction"])
                 reqs.append(Request(messages=({"role": "user", "content": prompt},), max_tokens=e.max_tokens,
                                     temperature=e.temperature, top_p=e.top_p, seed=rng.randrange(2**31)))
             texts = self._call("evolve", e.backend, alive, reqs)
