@@ -175,7 +175,7 @@ class Steps:
     def _rate(self, records: list[dict], events: Counter) -> None:
         """The critic's 1-10 rating of every response; unparsable ones are counted."""
         f = self.cfg.filter
-        pairs = [(rec, resp) for rec in records for resp in rec["responses"]]
+        pairs = [(rec, resp) for rec in records for resp in rec["responses"] if not resp["refused"]]
         reqs = [Request(messages=({"role": "user", "content": CRITIQUE.format(
                     instruction=rec["instruction"], response=resp["text"])},), max_tokens=f.max_tokens,
                     temperature=0.0) for rec, resp in pairs]
