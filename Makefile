@@ -2,7 +2,7 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS := serve,convert,bench,eval,test
+EXTRAS := serve,convert,bench,eval,synth,test
 
 .PHONY: demo test test-all bench clean
 
