@@ -35,8 +35,10 @@ SHAPES = [  # (rope, heads, kv heads, tied, shards)
 CHATS = [
     [{"role": "user", "content": "Hello, world!"}],
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "12345 + 1?"},
-     {"role": "assistant", "content": "12346"}, {"role": "user", "content": "Ünïcödé <|im_end|> text"}],
+     {"role": "assistant", "content": "12346"}, {"role": "user", "content": "Ünïcödé text"}],
 ]
+# A user typing the template's end-of-turn: transformers encodes it as the real token; we keep it text.
+TYPED_SPECIAL = [{"role": "user", "content": "Ünïcödé <|im_end|> text"}]
 
 
 def batch(vocab: int, lengths=(24, 17, 9), seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,6 +86,9 @@ def test_hf_folder_tokenizer_and_template(tmp_path: Path) -> None:
             text = ref.apply_chat_template(chat, add_generation_prompt=gen, tokenize=False)
             assert tok.apply_chat_template(chat, add_generation_prompt=gen, tokenize=False) == text
             assert tok.apply_chat_template(chat, add_generation_prompt=gen) == ref(text, add_special_tokens=False)["input_ids"]
+    want = ref.apply_chat_template(TYPED_SPECIAL, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    ids = tok.apply_chat_template(TYPED_SPECIAL, add_generation_prompt=True)
+    assert tok.decode(ids) == ref.decode(want) and sum(map(tok.is_special, ids)) == sum(map(tok.is_special, want)) - 1
     # token_bytes spells every id the way decode does.
     ids = tok.encode(TEXTS[1])
     assert b"".join(tok.token_bytes(i) for i in ids).decode() == tok.decode(ids)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal, overload
@@ -10,6 +11,9 @@ from typing import Literal, overload
 from ..errors import UserError
 
 Messages = Sequence[Mapping[str, str]]  # [{"role": "user", "content": "..."}, ...]
+# Private-use characters that mark, while a template renders, where a message held special-token text.
+SHIELD_OPEN, SHIELD_CLOSE = "\ue000", "\ue001"
+_SENTINEL = re.compile(f"{SHIELD_OPEN}(\\d+){SHIELD_CLOSE}")
 
 
 class TokenizerError(UserError):
@@ -90,7 +94,30 @@ class Tokenizer(ABC):
                             tokenize: bool = True) -> list[int] | str:
         """The chat prompt of a conversation: ids, or the text if not tokenize.
 
-        Tokenising recognises special-token text and adds no bos/eos (the template writes its own).
+        Tokenising recognises the special tokens the template writes and adds no bos/eos (the
+        template writes its own). Special-token text inside a message is encoded as plain text, so
+        what a user types can never forge a turn boundary or a stop token; a conversation without
+        such text is encoded exactly as a whole (as transformers' apply_chat_template does).
         """
-        text = self.render_chat(messages, add_generation_prompt)
-        return self.encode(text, add_special_tokens=False) if tokenize else text
+        if not tokenize:
+            return self.render_chat(messages, add_generation_prompt)
+        pattern = re.compile("|".join(map(re.escape, sorted({*self.special_texts, SHIELD_OPEN}, key=len, reverse=True))))
+        typed: list[str] = []  # special text found in messages, in order; a sentinel marks each place
+
+        def shield(match: re.Match) -> str:
+            typed.append(match.group())
+            return f"{SHIELD_OPEN}{len(typed) - 1}{SHIELD_CLOSE}"
+
+        if isinstance(messages, Sequence) and not isinstance(messages, (str, bytes)):  # else render_chat refuses it
+            messages = [{**m, "content": pattern.sub(shield, m["content"])}
+                        if isinstance(m, Mapping) and isinstance(m.get("content"), str) else m for m in messages]
+        pieces = _SENTINEL.split(self.render_chat(messages, add_generation_prompt))
+        ids: list[int] = []
+        for i, piece in enumerate(pieces):  # template text, then (index of typed text, template text)...
+            ids += self.encode(piece, add_special_tokens=False) if i % 2 == 0 else self.encode_document(typed[int(piece)])
+        return ids
+
+    @property
+    @abstractmethod
+    def special_texts(self) -> tuple[str, ...]:
+        """The text of every special token: what a chat template may write and a message may not."""

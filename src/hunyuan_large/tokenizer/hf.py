@@ -112,6 +112,10 @@ class HFTokenizer(Tokenizer):
     def pad_id(self) -> int | None:
         return self._ids["pad_token"]
 
+    @property
+    def special_texts(self) -> tuple[str, ...]:
+        return tuple(t.content for t in self._added.values() if t.special)
+
     def is_special(self, token_id: int) -> bool:
         return token_id >= self.vocab_size or token_id in self._special
 

@@ -90,6 +90,10 @@ class HunyuanTokenizer(Tokenizer):
         return self.special_ids[name]
 
     @property
+    def special_texts(self) -> tuple[str, ...]:
+        return tuple(self.special_ids)
+
+    @property
     def bos_id(self) -> int:
         """<|startoftext|>, the beginning-of-document token the release adds."""
         return self.special_ids[STARTOFTEXT]
