@@ -4,12 +4,14 @@ folder, a torn metrics line, a changed model, bad values rejected up front, envi
 from __future__ import annotations
 
 import errno
+import io
 import os
 import signal
 from pathlib import Path
 
 import pytest
 import torch.distributed.checkpoint as dcp
+from rich.console import Console
 
 from hunyuan_large import HunyuanForCausalLM, cli
 from hunyuan_large.errors import UserError
@@ -156,3 +158,15 @@ def test_environment_failures_are_one_line(monkeypatch, capsys):
     assert cli.main(["train", "run.toml"]) == 1
     assert capsys.readouterr().err.strip() == (
         "error: the disk is full: runs/x/ckpt-0000003.tmp (No space left on device)")
+
+
+def test_an_empty_validation_split_warns(tmp_path):
+    def console_of(run: str, val_fraction: float) -> str:
+        cfg = tiny_run(tmp_path / run)
+        cfg.data.val_fraction = val_fraction
+        out = io.StringIO()
+        Trainer(cfg, console=Console(file=out, width=300))
+        return out.getvalue()
+
+    assert "warning: the validation split of code has fewer than 33 tokens: no val_loss" in console_of("a", 1e-4)
+    assert "warning" not in console_of("b", 0.0)  # no validation asked for
