@@ -9,7 +9,8 @@ import sys
 from .errors import UserError
 
 # Packages whose commands.py has `register(subparsers)`; the order is the order of `--help`.
-COMMAND_MODULES = ("commands", "train.commands", "infer.commands", "convert.commands", "scaling.commands")
+COMMAND_MODULES = ("commands", "train.commands", "infer.commands", "convert.commands", "scaling.commands",
+                   "posttrain.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:

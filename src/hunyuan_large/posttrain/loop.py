@@ -1,0 +1,184 @@
+"""The post-training loop shared by sft, rm and dpo, on the pre-training trainer's pieces.
+
+A run starts from a model folder (`[model] init`), passes over its items (packed rows or
+pairs) in a per-epoch seeded order, and keeps the pre-training run folder: config.toml,
+metrics.jsonl, plots, atomic checkpoints (model, optimizer, every RNG stream) and exact resume.
+The step's items depend only on (seed, step), so a resumed run sees the same batches.
+At the end the weights are written as a model folder, `RUN/model`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from ..config import ModelConfig
+from ..errors import UserError
+from ..model import HunyuanForCausalLM
+from ..pretrained import load_weights, save_pretrained
+from ..tokenizer import load_tokenizer
+from ..train.config import ParallelSection
+from ..train.distributed import clip_grad_norm, init_distributed
+from ..train.metrics import MetricsLog, TrainProgress, write_plots
+from ..train.optim import build_optimizer, set_lr
+from ..train.run_state import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..train.schedule import Schedule
+from .config import PostConfig
+from .data import Report
+from .plots import write_metric_plots
+
+
+def load_policy(folder: str, cfg: PostConfig) -> HunyuanForCausalLM:
+    """A model folder's weights in float32 with this run's dropout and routing."""
+    mcfg = ModelConfig.load(folder).replace(attention_dropout=cfg.model.attention_dropout,
+                                            hidden_dropout=cfg.model.hidden_dropout, torch_dtype="float32")
+    mcfg.set_routing_policy(cfg.train.routing)
+    with torch.device("meta"):
+        model = HunyuanForCausalLM(mcfg)
+    model.to_empty(device="cpu")
+    model.tie_weights()
+    load_weights(model, folder)
+    model.keep_router_fp32()
+    return model
+
+
+class PostTrainer(ABC):
+    """Builds the run from a PostConfig; subclasses give the items and the step's losses."""
+
+    name = "post"
+    metric_names: tuple[str, ...] = ()  # plotted besides the loss
+
+    def __init__(self, cfg: PostConfig, console: Console | None = None):
+        self.cfg, t = cfg, cfg.train
+        self.ctx = init_distributed(ParallelSection(), t.device)
+        if self.ctx.distributed:
+            raise UserError(f"hunyuan {self.name} runs in one process for now (no torchrun)")
+        self.console = console or Console()
+        self.device = self.ctx.device
+        self.run_dir = Path(cfg.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.tokenizer = load_tokenizer(cfg.model.init)
+        torch.manual_seed(t.seed)
+        self.model = load_policy(cfg.model.init, cfg).to(self.device).train()
+        self.report = Report()
+        self.num_items = self.prepare()
+        if self.report.bad:
+            self.console.print(f"[yellow]{self.report.summary()}[/yellow]")
+        per_step = t.batch_size * t.grad_accum
+        self.steps_per_epoch = math.ceil(self.num_items / per_step)
+        self.total_steps = t.steps or t.epochs * self.steps_per_epoch
+        self.optimizer = build_optimizer(self.model, t, t.expert_lr_scale)
+        self.schedule = Schedule(t.lr, self.total_steps, t.warmup_steps, t.decay, t.lr_floor, 0.0, t.lr_floor)
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
+                         else contextlib.nullcontext())
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl")
+
+    # ----- what a task defines ---------------------------------------------------------------
+    @abstractmethod
+    def prepare(self) -> int:
+        """Read and tokenize the data; returns the number of items an epoch passes over."""
+
+    @abstractmethod
+    def step_losses(self, micro: list[torch.Tensor]) -> dict[str, float]:
+        """Forward and backward over the step's micro-batches of item indices; returns metrics,
+        at least "loss" and "tokens" (tokens processed)."""
+
+    def after_step(self) -> None:
+        """Called after each applied optimizer step (DPO updates its EMA here)."""
+
+    @property
+    def state_module(self) -> nn.Module:
+        """What checkpoints hold besides the optimizer (DPO adds its EMA)."""
+        return self.model
+
+    def export_model(self) -> nn.Module:
+        return self.model
+
+    # ----- the loop --------------------------------------------------------------------------
+    def micro_batches(self, step: int) -> list[torch.Tensor]:
+        """Item indices of each micro-batch of `step`: a seeded permutation per epoch."""
+        t = self.cfg.train
+        epoch, within = divmod(step, self.steps_per_epoch)
+        gen = torch.Generator().manual_seed(t.seed * 100003 + epoch)
+        order = torch.randperm(self.num_items, generator=gen)
+        start = within * t.batch_size * t.grad_accum
+        picks = order[(start + torch.arange(t.batch_size * t.grad_accum)) % self.num_items]
+        return list(picks.split(t.batch_size))
+
+    def _resume(self) -> tuple[int, int]:
+        """(step, tokens) of the newest checkpoint, restored in place; (0, 0) when starting."""
+        ckpt = latest_checkpoint(self.run_dir) if self.cfg.train.resume else None
+        if ckpt is None:
+            self.log.path.unlink(missing_ok=True)
+            return 0, 0
+        state, rng = load_checkpoint(ckpt, self.state_module, self.optimizer, self.ctx)
+        if rng is not None:
+            set_rng_state(rng, None)
+        self.log.truncate_after(state["step"])
+        self.console.print(f"resuming from {ckpt.name} (step {state['step']})")
+        return state["step"], state["tokens"]
+
+    def _save(self, step: int, tokens: int) -> Path:
+        return save_checkpoint(self.run_dir, step, self.state_module, self.optimizer, {"step": step, "tokens": tokens},
+                               rng_state(None), self.cfg.train.keep_last, self.ctx)
+
+    def run(self) -> dict:
+        """Train to the last step (resuming when possible), then write RUN/model; returns a summary."""
+        t = self.cfg.train
+        (self.run_dir / "config.toml").write_text(self.cfg.to_toml())
+        step, tokens = self._resume()
+        self.console.print(f"{self.name}: {self.num_items} items, {self.steps_per_epoch} steps/epoch, "
+                           f"{self.total_steps} steps on {self.device} -> {self.run_dir}")
+        progress = TrainProgress(self.total_steps, step)
+        sums: dict[str, float] = {}
+        count, start = 0, time.perf_counter()
+        try:
+            while step < self.total_steps:
+                lrs = set_lr(self.optimizer, self.schedule.lr(step))
+                metrics = self.step_losses(self.micro_batches(step))
+                grad_norm = clip_grad_norm(self.model, t.grad_clip, self.ctx)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.after_step()
+                step += 1
+                tokens += int(metrics["tokens"])
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
+                count += 1
+                if step % t.log_every == 0 or step == self.total_steps:
+                    elapsed = time.perf_counter() - start
+                    rec = {k: v / count for k, v in sums.items() if k != "tokens"}
+                    rec.update(step=step, tokens=tokens, lr=lrs, tokens_per_s=sums["tokens"] / elapsed)
+                    self.log.write(rec)
+                    progress.update(step, rec["loss"], rec["tokens_per_s"])
+                    sums, count, start = {}, 0, time.perf_counter()
+                if step % t.save_every == 0 or step == self.total_steps:
+                    self._save(step, tokens)
+        finally:
+            progress.close()
+        return self._finish(step)
+
+    def _finish(self, step: int) -> dict:
+        out = self.run_dir / "model"
+        save_pretrained(self.export_model(), out)
+        self.tokenizer.save(out)
+        generation = Path(self.cfg.model.init) / "generation_config.json"
+        if generation.is_file():
+            shutil.copy(generation, out / "generation_config.json")
+        records = self.log.read()
+        plots = write_plots(records, self.run_dir) + write_metric_plots(records, self.metric_names, self.run_dir)
+        last = next((r for r in reversed(records) if "loss" in r), {})
+        summary = {"steps": step, "model": str(out), "plots": [str(p) for p in plots],
+                   "bad_lines": self.report.bad, **{k: v for k, v in last.items() if k not in ("lr", "step")}}
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
