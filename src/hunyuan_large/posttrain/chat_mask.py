@@ -18,12 +18,13 @@ class ChatMaskError(UserError):
     """A chat template that does not render a conversation prefix by prefix."""
 
 
-def assistant_spans(tok: Tokenizer, messages: Messages) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the UTF-8 byte span [start, end) of each assistant message."""
+def assistant_spans(tok: Tokenizer, messages: Messages, first: int = 0) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the UTF-8 byte span [start, end) of each assistant message
+    from message `first` on."""
     text = tok.render_chat(messages)
     spans = []
     for i, m in enumerate(messages):
-        if m["role"] != "assistant":
+        if m["role"] != "assistant" or i < first:
             continue
         before = tok.render_chat(messages[:i], add_generation_prompt=True) if i else ""
         upto = tok.render_chat(messages[: i + 1])
@@ -34,9 +35,10 @@ def assistant_spans(tok: Tokenizer, messages: Messages) -> tuple[str, list[tuple
     return text, spans
 
 
-def tokens_and_mask(tok: Tokenizer, messages: Messages) -> tuple[list[int], list[bool]]:
-    """Ids of the rendered conversation and, per id, whether the assistant wrote it."""
-    text, spans = assistant_spans(tok, messages)
+def tokens_and_mask(tok: Tokenizer, messages: Messages, first: int = 0) -> tuple[list[int], list[bool]]:
+    """Ids of the rendered conversation and, per id, whether the assistant wrote it (in the
+    messages from `first` on: a preference pair's response after its prompt)."""
+    text, spans = assistant_spans(tok, messages, first)
     ids = tok.encode(text, add_special_tokens=False)
     starts, offset = [], 0
     for i in ids:

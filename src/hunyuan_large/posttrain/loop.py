@@ -70,6 +70,8 @@ class PostTrainer(ABC):
         torch.manual_seed(t.seed)
         self.model = load_policy(cfg.model.init, cfg).to(self.device).train()
         self.report = Report()
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
+                         else contextlib.nullcontext())
         self.num_items = self.prepare()
         if self.report.bad:
             self.console.print(f"[yellow]{self.report.summary()}[/yellow]")
@@ -78,8 +80,6 @@ class PostTrainer(ABC):
         self.total_steps = t.steps or t.epochs * self.steps_per_epoch
         self.optimizer = build_optimizer(self.model, t, t.expert_lr_scale)
         self.schedule = Schedule(t.lr, self.total_steps, t.warmup_steps, t.decay, t.lr_floor, 0.0, t.lr_floor)
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
-                         else contextlib.nullcontext())
         self.log = MetricsLog(self.run_dir / "metrics.jsonl")
 
     # ----- what a task defines ---------------------------------------------------------------

@@ -36,6 +36,9 @@ class Rows:
     def select(self, index: torch.Tensor | list[int], device: torch.device | str = "cpu") -> "Rows":
         return Rows(*(t[index].to(device) for t in (self.input_ids, self.targets, self.position_ids, self.segment_ids)))
 
+    def to(self, device: torch.device | str) -> "Rows":
+        return Rows(*(t.to(device) for t in (self.input_ids, self.targets, self.position_ids, self.segment_ids)))
+
 
 def best_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
     """Bins of item indices, longest item first, each into the fullest bin that still fits it."""
@@ -69,4 +72,19 @@ def pack(examples: list[Example], seq_len: int, pad_id: int) -> Rows:
             rows.position_ids[r, at:at + n] = torch.arange(n)
             rows.segment_ids[r, at:at + n] = s
             at += n
+    return rows
+
+
+def pad_rows(examples: list[Example], pad_id: int) -> Rows:
+    """One example per row, right-padded to the longest (padding: segment -1, no loss)."""
+    width = max(len(e.inputs) for e in examples)
+    shape = (len(examples), width)
+    rows = Rows(torch.full(shape, pad_id), torch.full(shape, -100), torch.zeros(shape, dtype=torch.long),
+                torch.full(shape, -1))
+    for r, e in enumerate(examples):
+        n = len(e.inputs)
+        rows.input_ids[r, :n] = torch.tensor(e.inputs)
+        rows.targets[r, :n] = torch.tensor(e.targets)
+        rows.position_ids[r, :n] = torch.arange(n)
+        rows.segment_ids[r, :n] = 0
     return rows

@@ -1,0 +1,118 @@
+"""`hunyuan dpo`: the paper's single-stage DPO on offline preference pairs (dpo_loss.py).
+
+The reference is the initial policy: its log-probs of every pair are computed once, before the
+first step, and cached in the run folder (`reference_logps.pt`). An EMA of the policy weights is
+updated after every step and checkpointed with it; `dpo.export` picks which weights RUN/model
+gets. Metrics carry TRL's names (rewards/chosen, rewards/margins, logps/chosen, nll, ...).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .chat_mask import tokens_and_mask
+from .data import Pair, parse_pair, read_jsonl
+from .dpo_loss import dpo_terms, response_logps
+from .ema import PolicyWithEMA
+from .loop import PostTrainer
+from .packing import Example, Rows, pad_rows
+from .sft import example
+
+METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+           "logps/rejected", "nll")
+
+
+def pair_examples(tok, pair: Pair, seq_len: int) -> tuple[Example, Example]:
+    """(chosen, rejected) examples learning only the response after the prompt."""
+    first = len(pair.prompt)
+    return tuple(example(*tokens_and_mask(tok, pair.prompt + r, first), seq_len)
+                 for r in (pair.chosen, pair.rejected))
+
+
+def pair_rows(chosen: list[Example], rejected: list[Example], pad_id: int) -> Rows:
+    """The chosen rows then the rejected rows, right-padded: one forward for both."""
+    return pad_rows(chosen + rejected, pad_id)
+
+
+def pair_logps(model: nn.Module, rows: Rows) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(summed response log-probs (2B,), response token counts (2B,), router aux loss or None)."""
+    out = model(input_ids=rows.input_ids, position_ids=rows.position_ids, segment_ids=rows.segment_ids)
+    logps, counts = response_logps(out.logits, rows.targets)
+    return logps, counts, out.aux_loss
+
+
+class DPOTrainer(PostTrainer):
+    name = "dpo"
+    metric_names = ("rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected", "logps/chosen",
+                    "nll")
+
+    def prepare(self) -> int:
+        d = self.cfg.data
+        pairs = read_jsonl(d.train, parse_pair, d.strict, self.report)
+        self.chosen, self.rejected = [], []
+        for p in pairs:
+            c, r = pair_examples(self.tokenizer, p, d.seq_len)
+            if not any(t != -100 for t in c.targets) or not any(t != -100 for t in r.targets):
+                self.report.add(f"a pair whose response is cut away by data.seq_len = {d.seq_len}")
+                continue
+            self.chosen.append(c)
+            self.rejected.append(r)
+        self.pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
+        self.ref = self._reference_logps(Path(self.cfg.run_dir) / "reference_logps.pt")
+        self.both = PolicyWithEMA(self.model, self.cfg.dpo.ema_decay)
+        return len(self.chosen)
+
+    @torch.no_grad()
+    def _reference_logps(self, cache: Path) -> torch.Tensor:
+        """(N, 2) summed log-probs of chosen and rejected under the initial policy (no dropout)."""
+        if cache.is_file():
+            ref = torch.load(cache, weights_only=True)
+            if ref.shape == (len(self.chosen), 2):
+                return ref
+        self.model.eval()
+        out, b = [], self.cfg.train.batch_size
+        for i in range(0, len(self.chosen), b):
+            rows = pair_rows(self.chosen[i:i + b], self.rejected[i:i + b], self.pad).to(self.device)
+            with self.autocast:
+                logps, _, _ = pair_logps(self.model, rows)
+            out.append(torch.stack(logps.float().cpu().chunk(2), 1))
+        self.model.train()
+        ref = torch.cat(out)
+        torch.save(ref, cache)
+        return ref
+
+    @property
+    def state_module(self) -> nn.Module:
+        return self.both
+
+    def after_step(self) -> None:
+        self.both.update()
+
+    def export_model(self) -> nn.Module:
+        return self.both.ema if self.cfg.dpo.export == "ema" else self.model
+
+    def step_losses(self, micro: list[torch.Tensor]) -> dict[str, float]:
+        d, t = self.cfg.dpo, self.cfg.train
+        sums = dict.fromkeys(("loss", *METRICS, "tokens"), 0.0)
+        for idx in micro:
+            rows = pair_rows([self.chosen[i] for i in idx], [self.rejected[i] for i in idx], self.pad)
+            rows = rows.to(self.device)
+            ref = self.ref[idx].to(self.device)
+            with self.autocast:
+                logps, counts, aux = pair_logps(self.model, rows)
+            (pc, pr), (nc, nr) = logps.chunk(2), counts.chunk(2)
+            terms = dpo_terms(pc, pr, ref[:, 0], ref[:, 1], nc, nr, d.beta, d.nll_weight, d.loss, d.length_normalize)
+            loss = terms.loss + (t.aux_loss_coef * aux if aux is not None else 0.0)
+            (loss / len(micro)).backward()
+            margins = terms.chosen_rewards - terms.rejected_rewards
+            values = {"loss": terms.loss, "rewards/chosen": terms.chosen_rewards.mean(),
+                      "rewards/rejected": terms.rejected_rewards.mean(), "rewards/margins": margins.mean(),
+                      "rewards/accuracies": (margins > 0).float().mean(), "logps/chosen": pc.mean(),
+                      "logps/rejected": pr.mean(), "nll": terms.nll}
+            for k, v in values.items():
+                sums[k] += float(v.detach()) / len(micro)
+            sums["tokens"] += int((rows.segment_ids >= 0).sum())
+        return sums
