@@ -20,7 +20,7 @@ def toy(tmp_path_factory) -> Path:
 
 def run_config(toy: Path, run_dir: Path, data_file: str = "sft.jsonl", **sections) -> PostConfig:
     raw = {"run_dir": str(run_dir), "model": {"init": str(toy / "model")},
-           "data": {"train": [str(toy / data_file)], "seq_len": 64},
+           "data": {"train": [str(Path(toy) / data_file)], "seq_len": 64},
            "train": {"epochs": 1, "batch_size": 4, "lr": 1e-3, "log_every": 1, "save_every": 3, "keep_last": 10,
                      "device": "cpu"}}
     for name, values in sections.items():

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..pretrained import save_pretrained
 from .chat_mask import tokens_and_mask
 from .data import Pair, parse_pair, read_jsonl
 from .dpo_loss import dpo_terms, response_logps
@@ -91,8 +92,8 @@ class DPOTrainer(PostTrainer):
     def after_step(self) -> None:
         self.both.update()
 
-    def export_model(self) -> nn.Module:
-        return self.both.ema if self.cfg.dpo.export == "ema" else self.model
+    def save_model(self, folder: Path) -> None:
+        save_pretrained(self.both.ema if self.cfg.dpo.export == "ema" else self.model, folder)
 
     def step_losses(self, micro: list[torch.Tensor]) -> dict[str, float]:
         d, t = self.cfg.dpo, self.cfg.train

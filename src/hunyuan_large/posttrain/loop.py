@@ -78,7 +78,7 @@ class PostTrainer(ABC):
         per_step = t.batch_size * t.grad_accum
         self.steps_per_epoch = math.ceil(self.num_items / per_step)
         self.total_steps = t.steps or t.epochs * self.steps_per_epoch
-        self.optimizer = build_optimizer(self.model, t, t.expert_lr_scale)
+        self.optimizer = build_optimizer(self.trainable, t, t.expert_lr_scale)
         self.schedule = Schedule(t.lr, self.total_steps, t.warmup_steps, t.decay, t.lr_floor, 0.0, t.lr_floor)
         self.log = MetricsLog(self.run_dir / "metrics.jsonl")
 
@@ -96,12 +96,18 @@ class PostTrainer(ABC):
         """Called after each applied optimizer step (DPO updates its EMA here)."""
 
     @property
-    def state_module(self) -> nn.Module:
-        """What checkpoints hold besides the optimizer (DPO adds its EMA)."""
+    def trainable(self) -> nn.Module:
+        """What the optimizer updates (the reward model adds its head)."""
         return self.model
 
-    def export_model(self) -> nn.Module:
-        return self.model
+    @property
+    def state_module(self) -> nn.Module:
+        """What checkpoints hold besides the optimizer (DPO adds its EMA)."""
+        return self.trainable
+
+    def save_model(self, folder: Path) -> None:
+        """The trained weights as a model folder."""
+        save_pretrained(self.model, folder)
 
     # ----- the loop --------------------------------------------------------------------------
     def micro_batches(self, step: int) -> list[torch.Tensor]:
@@ -145,7 +151,7 @@ class PostTrainer(ABC):
             while step < self.total_steps:
                 lrs = set_lr(self.optimizer, self.schedule.lr(step))
                 metrics = self.step_losses(self.micro_batches(step))
-                grad_norm = clip_grad_norm(self.model, t.grad_clip, self.ctx)
+                grad_norm = clip_grad_norm(self.trainable, t.grad_clip, self.ctx)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.after_step()
@@ -170,7 +176,7 @@ class PostTrainer(ABC):
 
     def _finish(self, step: int) -> dict:
         out = self.run_dir / "model"
-        save_pretrained(self.export_model(), out)
+        self.save_model(out)
         self.tokenizer.save(out)
         generation = Path(self.cfg.model.init) / "generation_config.json"
         if generation.is_file():
