@@ -16,6 +16,7 @@ from hunyuan_large.posttrain.loop import load_policy
 from hunyuan_large.tokenizer import load_tokenizer
 
 from .posttrain_helpers import check_exact_resume, run_config, toy  # noqa: F401
+from .test_posttrain_rm import _rule_pairs
 
 
 def _independent_logp(model, tok, pair) -> tuple[torch.Tensor, int]:
@@ -115,3 +116,29 @@ def test_ema_counts_a_tied_weight_once(toy: Path, tmp_path: Path) -> None:  # no
 def test_dpo_exact_resume(toy: Path, tmp_path: Path) -> None:  # noqa: F811
     cfg = run_config(toy, tmp_path / "run", "pairs.jsonl", train={"epochs": 2}, dpo={"ema_decay": 0.5})
     check_exact_resume(lambda: DPOTrainer(cfg), tmp_path / "run")
+
+
+@torch.no_grad()
+def _prefers(model_dir: Path, cfg, path: Path) -> float:
+    """Share of pairs whose chosen response the model finds more likely than the rejected one."""
+    tok = load_tokenizer(model_dir)
+    model = load_policy(str(model_dir), cfg).eval()
+    pairs = [parse_pair(json.loads(line)) for line in path.read_text().splitlines()]
+    examples = [pair_examples(tok, p, 1000) for p in pairs]
+    logps, _, _ = pair_logps(model, pair_rows([c for c, _ in examples], [r for _, r in examples], tok.pad_id))
+    chosen, rejected = logps.chunk(2)
+    return float((chosen > rejected).float().mean())
+
+
+def test_dpo_teaches_a_preferred_form(toy: Path, tmp_path: Path) -> None:  # noqa: F811
+    """The toy rule: the question echoed back over a plain (shorter, so likelier) answer; held out,
+    the policy comes to prefer it."""
+    train = _rule_pairs(tmp_path / "train.jsonl", 64, 1, prefer_echo=True)
+    held_out = _rule_pairs(tmp_path / "test.jsonl", 40, 2, prefer_echo=True)
+    cfg = run_config(toy, tmp_path / "run", str(train), model={"attention_dropout": 0.0, "hidden_dropout": 0.0},
+                     train={"epochs": 2, "batch_size": 8, "lr": 2e-3, "save_every": 100},
+                     dpo={"beta": 0.1, "nll_weight": 0.0, "ema_decay": 0.5})
+    start = _prefers(toy / "model", cfg, held_out)
+    DPOTrainer(cfg).run()
+    after = _prefers(tmp_path / "run" / "model", cfg, held_out)
+    assert start <= 0.1 and after >= 0.95, (start, after)

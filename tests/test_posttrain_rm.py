@@ -14,14 +14,17 @@ from hunyuan_large.posttrain.rm import RMTrainer, bradley_terry, score_pairs
 from .posttrain_helpers import check_exact_resume, run_config, toy  # noqa: F401
 
 
-def _rule_pairs(path: Path, n: int, seed: int) -> Path:
-    """Preferred: a plain answer; dispreferred: the question echoed back. A lexical rule a tiny model learns."""
+def _rule_pairs(path: Path, n: int, seed: int, prefer_echo: bool = False) -> Path:
+    """Preferred: a plain answer; dispreferred: the question echoed back (or the reverse). A lexical
+    rule a tiny model learns."""
     rng = random.Random(seed)
     with open(path, "w") as f:
         for _ in range(n):
             a, b = rng.randint(0, 49), rng.randint(0, 49)
+            answer, echo = f"The answer is {a + b}.", f"What is {b} plus {a}?"
+            chosen, rejected = (echo, answer) if prefer_echo else (answer, echo)
             f.write(json.dumps({"prompt": [{"role": "user", "content": f"What is {a} plus {b}?"}],
-                                "chosen": f"The answer is {a + b}.", "rejected": f"What is {b} plus {a}?"}) + "\n")
+                                "chosen": chosen, "rejected": rejected}) + "\n")
     return path
 
 
