@@ -22,7 +22,7 @@ def run_config(toy: Path, run_dir: Path, data_file: str = "sft.jsonl", **section
     raw = {"run_dir": str(run_dir), "model": {"init": str(toy / "model")},
            "data": {"train": [str(Path(toy) / data_file)], "seq_len": 64},
            "train": {"epochs": 1, "batch_size": 4, "lr": 1e-3, "log_every": 1, "save_every": 3, "keep_last": 10,
-                     "device": "cpu"}}
+                     "device": "cpu", "plots": False}}
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
     return PostConfig.from_dict(raw)

@@ -114,7 +114,7 @@ def test_ema_counts_a_tied_weight_once(toy: Path, tmp_path: Path) -> None:  # no
 
 
 def test_dpo_exact_resume(toy: Path, tmp_path: Path) -> None:  # noqa: F811
-    cfg = run_config(toy, tmp_path / "run", "pairs.jsonl", train={"epochs": 2}, dpo={"ema_decay": 0.5})
+    cfg = run_config(toy, tmp_path / "run", "pairs.jsonl", train={"batch_size": 8}, dpo={"ema_decay": 0.5})
     check_exact_resume(lambda: DPOTrainer(cfg), tmp_path / "run")
 
 

@@ -45,5 +45,5 @@ def test_reward_model_learns_a_rule(toy: Path, tmp_path: Path) -> None:  # noqa:
 
 
 def test_rm_exact_resume(toy: Path, tmp_path: Path) -> None:  # noqa: F811
-    cfg = run_config(toy, tmp_path / "run", "pairs.jsonl", train={"epochs": 2})
+    cfg = run_config(toy, tmp_path / "run", "pairs.jsonl")
     check_exact_resume(lambda: RMTrainer(cfg), tmp_path / "run")

@@ -60,6 +60,7 @@ class PostTrainSection:
     save_every: int = 100
     keep_last: int = 2
     resume: bool = True
+    plots: bool = True  # PNGs at the end of the run (matplotlib takes seconds)
 
 
 @dataclass

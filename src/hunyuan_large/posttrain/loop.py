@@ -182,7 +182,8 @@ class PostTrainer(ABC):
         if generation.is_file():
             shutil.copy(generation, out / "generation_config.json")
         records = self.log.read()
-        plots = write_plots(records, self.run_dir) + write_metric_plots(records, self.metric_names, self.run_dir)
+        plots = (write_plots(records, self.run_dir) + write_metric_plots(records, self.metric_names, self.run_dir)
+                 if self.cfg.train.plots else [])
         last = next((r for r in reversed(records) if "loss" in r), {})
         summary = {"steps": step, "model": str(out), "plots": [str(p) for p in plots],
                    "bad_lines": self.report.bad, **{k: v for k, v in last.items() if k not in ("lr", "step")}}
