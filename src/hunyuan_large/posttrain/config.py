@@ -73,6 +73,17 @@ class DPOSection:
     length_normalize: bool = False  # log-probs as means over response tokens instead of sums
     ema_decay: float = 0.99
     export: str = "ema"  # ema | policy: which weights the run's model folder gets
+    # Online pairs (online.py): off while online_every = 0.
+    online_every: int = 0  # steps between sampling rounds
+    online_prompts_file: list[str] = field(default_factory=list)  # jsonl of {"prompt": [messages]}
+    online_prompts: int = 4  # prompts per round
+    online_n: int = 4  # samples per prompt
+    online_fraction: float = 0.5  # share of each micro-batch's pairs taken from the latest round
+    online_min_gap: float = 0.0  # skip a prompt whose best and worst scores are closer
+    online_max_new_tokens: int = 32
+    online_temperature: float = 1.0
+    reward_model: str = ""  # a folder written by `hunyuan rm`
+    sample_from: str = "ema"  # ema | policy
 
 
 @dataclass
@@ -143,6 +154,11 @@ class PostConfig:
             (d.loss in ("sigmoid", "ipo"), f"dpo.loss {d.loss!r} is not sigmoid or ipo"),
             (d.export in ("ema", "policy"), f"dpo.export {d.export!r} is not ema or policy"),
             (0 <= d.ema_decay < 1, f"dpo.ema_decay must be in [0, 1), got {d.ema_decay}"),
+            (d.sample_from in ("ema", "policy"), f"dpo.sample_from {d.sample_from!r} is not ema or policy"),
+            (d.online_every == 0 or (d.reward_model and d.online_prompts_file),
+             "dpo.online_every > 0 needs dpo.reward_model and dpo.online_prompts_file"),
+            (0 <= d.online_fraction <= 1 and d.online_n >= 2 and d.online_prompts >= 1,
+             "dpo.online_fraction must be in [0, 1], online_n >= 2, online_prompts >= 1"),
         ], RunConfigError)
 
     def to_toml(self) -> str:

@@ -92,6 +92,17 @@ class PostTrainer(ABC):
         """Forward and backward over the step's micro-batches of item indices; returns metrics,
         at least "loss" and "tokens" (tokens processed)."""
 
+    def before_step(self, step: int) -> dict | None:
+        """Called before each step; a returned dict is logged as its own record (DPO's online rounds)."""
+        return None
+
+    def extra_state(self) -> dict:
+        """JSON-able state a task adds to checkpoints."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Restore what `extra_state` saved."""
+
     def after_step(self) -> None:
         """Called after each applied optimizer step (DPO updates its EMA here)."""
 
@@ -129,13 +140,15 @@ class PostTrainer(ABC):
         state, rng = load_checkpoint(ckpt, self.state_module, self.optimizer, self.ctx)
         if rng is not None:
             set_rng_state(rng, None)
+        self.load_extra_state(state)
         self.log.truncate_after(state["step"])
         self.console.print(f"resuming from {ckpt.name} (step {state['step']})")
         return state["step"], state["tokens"]
 
     def _save(self, step: int, tokens: int) -> Path:
-        return save_checkpoint(self.run_dir, step, self.state_module, self.optimizer, {"step": step, "tokens": tokens},
-                               rng_state(None), self.cfg.train.keep_last, self.ctx)
+        state = {"step": step, "tokens": tokens, **self.extra_state()}
+        return save_checkpoint(self.run_dir, step, self.state_module, self.optimizer, state, rng_state(None),
+                               self.cfg.train.keep_last, self.ctx)
 
     def run(self) -> dict:
         """Train to the last step (resuming when possible), then write RUN/model; returns a summary."""
@@ -150,6 +163,9 @@ class PostTrainer(ABC):
         try:
             while step < self.total_steps:
                 lrs = set_lr(self.optimizer, self.schedule.lr(step))
+                note = self.before_step(step)
+                if note:
+                    self.log.write({"step": step, **note})
                 metrics = self.step_losses(self.micro_batches(step))
                 grad_norm = clip_grad_norm(self.trainable, t.grad_clip, self.ctx)
                 self.optimizer.step()

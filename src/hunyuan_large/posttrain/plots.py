@@ -12,7 +12,7 @@ def write_metric_plots(records: list[dict], names: tuple[str, ...], out_dir: Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in records if "loss" in r]
+    rows = [r for r in records if not r.get("skipped")]
     names = tuple(n for n in names if any(n in r for r in rows))
     if not names:
         return []
