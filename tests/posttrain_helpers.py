@@ -22,7 +22,7 @@ def run_config(toy: Path, run_dir: Path, data_file: str = "sft.jsonl", **section
     raw = {"run_dir": str(run_dir), "model": {"init": str(toy / "model")},
            "data": {"train": [str(Path(toy) / data_file)], "seq_len": 64},
            "train": {"epochs": 1, "batch_size": 4, "lr": 1e-3, "log_every": 1, "save_every": 3, "keep_last": 10,
-                     "device": "cpu", "plots": False}}
+                     "device": "cpu", "plots": False, "mfu": False}}
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
     return PostConfig.from_dict(raw)
@@ -52,4 +52,4 @@ def check_exact_resume(make_trainer, run_dir: Path) -> None:
 def _metrics(run_dir: Path) -> list[dict]:
     """metrics.jsonl without the timing."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "online/sample_s")} for r in rows]
+    return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "mfu", "online/sample_s")} for r in rows]

@@ -61,6 +61,7 @@ class PostTrainSection:
     keep_last: int = 2
     resume: bool = True
     plots: bool = True  # PNGs at the end of the run (matplotlib takes seconds)
+    mfu: bool = True  # log MFU against a peak GEMM measured at the start (seconds on a CPU)
 
 
 @dataclass

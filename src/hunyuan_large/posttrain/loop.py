@@ -21,6 +21,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from ..accounting import flops_per_token
 from ..config import ModelConfig
 from ..errors import UserError
 from ..model import HunyuanForCausalLM
@@ -29,6 +30,7 @@ from ..tokenizer import load_tokenizer
 from ..train.config import ParallelSection
 from ..train.distributed import clip_grad_norm, init_distributed
 from ..train.metrics import MetricsLog, TrainProgress, write_plots
+from ..train.mfu import measure_peak_flops
 from ..train.optim import build_optimizer, set_lr
 from ..train.run_state import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ..train.schedule import Schedule
@@ -157,6 +159,12 @@ class PostTrainer(ABC):
         step, tokens = self._resume()
         self.console.print(f"{self.name}: {self.num_items} items, {self.steps_per_epoch} steps/epoch, "
                            f"{self.total_steps} steps on {self.device} -> {self.run_dir}")
+        # MFU of the trained forward + backward (not the reference's or the sampler's tokens); the
+        # peak's random matrices must not move the dropout stream that exact resume restores.
+        flops = 0.0
+        if t.mfu:
+            with torch.random.fork_rng(devices=[]):
+                flops = flops_per_token(self.model.config, self.cfg.data.seq_len) / measure_peak_flops(self.device, 0.2)
         progress = TrainProgress(self.total_steps, step)
         sums: dict[str, float] = {}
         count, start = 0, time.perf_counter()
@@ -181,6 +189,8 @@ class PostTrainer(ABC):
                     elapsed = time.perf_counter() - start
                     rec = {k: v / count for k, v in sums.items() if k != "tokens"}
                     rec.update(step=step, tokens=tokens, lr=lrs, tokens_per_s=sums["tokens"] / elapsed)
+                    if flops:
+                        rec["mfu"] = rec["tokens_per_s"] * flops
                     self.log.write(rec)
                     progress.update(step, rec["loss"], rec["tokens_per_s"])
                     sums, count, start = {}, 0, time.perf_counter()
