@@ -62,7 +62,8 @@ def test_bad_lines_are_reported_with_file_and_line(tmp_path: Path) -> None:
     assert len(read_jsonl([str(path)], parse_sft, report=report)) == 2
     assert report.bad == 3
     assert [m.split(": ")[0] for m in report.messages] == [f"{path}:{n}" for n in (2, 3, 4)]
-    assert "no assistant message" in report.messages[1] and "'bot'" in report.messages[2]
+    assert "not valid JSON" in report.messages[0] and "no assistant message" in report.messages[1]
+    assert "'bot'" in report.messages[2]
     with pytest.raises(PostDataError, match=f"{path}:2: "):
         read_jsonl([str(path)], parse_sft, strict=True)
 

@@ -49,7 +49,7 @@ class Report:
 
     def summary(self) -> str:
         more = f" (first {len(self.messages)} shown)" if self.bad > len(self.messages) else ""
-        return f"{self.bad} bad lines skipped{more}:\n  " + "\n  ".join(self.messages)
+        return f"{self.bad} bad line(s) skipped{more}:\n  " + "\n  ".join(self.messages)
 
 
 def _messages(value: Any, what: str) -> Messages:
@@ -102,6 +102,13 @@ def parse_pair(record: Any) -> Pair:
     return Pair(prompt, _response(record["chosen"], "chosen"), _response(record["rejected"], "rejected"))
 
 
+def _json(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise BadRecord(f"not valid JSON ({e.msg} at column {e.colno})") from None
+
+
 def read_jsonl(paths: list[str], parse: Callable[[Any], Any], strict: bool = False,
                report: Report | None = None) -> list:
     """Every good record of the files, parsed; bad lines go to `report` (or stop when strict)."""
@@ -111,13 +118,13 @@ def read_jsonl(paths: list[str], parse: Callable[[Any], Any], strict: bool = Fal
         path = Path(name)
         if not path.is_file():
             raise PostDataError(f"data file {path} does not exist")
-        with open(path, encoding="utf-8", errors="strict") as f:
+        with open(path, encoding="utf-8", errors="replace") as f:  # bad bytes: U+FFFD, not a crash
             for number, line in enumerate(f, 1):
                 if not line.strip():
                     continue
                 try:
-                    out.append(parse(json.loads(line)))
-                except (json.JSONDecodeError, BadRecord) as e:
+                    out.append(parse(_json(line)))
+                except BadRecord as e:
                     message = f"{path}:{number}: {e}"
                     if strict:
                         raise PostDataError(message) from None
