@@ -176,10 +176,16 @@ class PostTrainer(ABC):
                     self.log.write({"step": step, **note})
                 metrics = self.step_losses(self.micro_batches(step))
                 grad_norm = clip_grad_norm(self.trainable, t.grad_clip, self.ctx)
-                self.optimizer.step()
+                finite = bool(torch.isfinite(grad_norm))
+                if finite:
+                    self.optimizer.step()
+                    self.after_step()
                 self.optimizer.zero_grad(set_to_none=True)
-                self.after_step()
                 step += 1
+                if not finite:  # a non-finite loss or gradient: the step is skipped and recorded
+                    self.log.write({"step": step, "skipped": True})
+                    progress.print(f"step {step}: non-finite gradient, step skipped")
+                    continue
                 tokens += int(metrics["tokens"])
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -196,6 +202,12 @@ class PostTrainer(ABC):
                     sums, count, start = {}, 0, time.perf_counter()
                 if step % t.save_every == 0 or step == self.total_steps:
                     self._save(step, tokens)
+        except KeyboardInterrupt:
+            progress.close()
+            if step:
+                self.console.print(f"interrupted at step {step}: saved {self._save(step, tokens)}; "
+                                   "rerun the same command to resume")
+            raise
         finally:
             progress.close()
         return self._finish(step)
