@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from hunyuan_large.posttrain.chat_mask import tokens_and_mask
@@ -52,3 +53,32 @@ def test_dropout_only_in_training(toy: Path, tmp_path: Path) -> None:  # noqa: F
 def test_sft_exact_resume(toy: Path, tmp_path: Path) -> None:  # noqa: F811
     cfg = run_config(toy, tmp_path / "run", train={"epochs": 3})
     check_exact_resume(lambda: SFTTrainer(cfg), tmp_path / "run")
+
+
+def _sft(config: Path, nproc: int, *overrides: str) -> list[dict]:
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "hunyuan_large", "sft", str(config), *overrides]
+    if nproc > 1:
+        cmd[1:3] = ["-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--standalone", "-m", "hunyuan_large"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    run_dir = Path(overrides[overrides.index("--run_dir") + 1])
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow  # two torchrun launches, ~25 s
+def test_sft_two_processes_reproduce_one(toy: Path, tmp_path: Path) -> None:  # noqa: F811
+    """torchrun with 2 gloo ranks (FSDP2, half the rows each) logs the losses of one process."""
+    config = tmp_path / "sft.toml"
+    config.write_text(f'[model]\ninit = "{toy / "model"}"\nattention_dropout = 0.0\nhidden_dropout = 0.0\n'
+                      f'[data]\ntrain = ["{toy / "sft.jsonl"}"]\nseq_len = 64\n'
+                      '[train]\nepochs = 2\nlr = 1e-3\nlog_every = 1\nsave_every = 100\nplots = false\n'
+                      'mfu = false\ndevice = "cpu"\n')
+    one = _sft(config, 1, "--run_dir", str(tmp_path / "one"), "--train.batch_size", "4")
+    two = _sft(config, 2, "--run_dir", str(tmp_path / "two"), "--train.batch_size", "2")
+    assert len(one) == len(two) > 2
+    assert max(abs(a["loss"] - b["loss"]) for a, b in zip(one, two)) <= 1e-5
+    assert (tmp_path / "two" / "model" / "model.safetensors").is_file()

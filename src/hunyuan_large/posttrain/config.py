@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import tomlio
 from ..errors import require
-from ..train.config import RunConfigError, _parse_overrides, _section
+from ..train.config import ParallelSection, RunConfigError, _parse_overrides, _section
 
 
 @dataclass
@@ -95,7 +95,7 @@ class RMSection:
 
 
 SECTIONS = {"model": InitSection, "data": PostDataSection, "train": PostTrainSection, "dpo": DPOSection,
-            "rm": RMSection}
+            "rm": RMSection, "parallel": ParallelSection}
 
 
 @dataclass
@@ -108,6 +108,7 @@ class PostConfig:
     train: PostTrainSection = field(default_factory=PostTrainSection)
     dpo: DPOSection = field(default_factory=DPOSection)
     rm: RMSection = field(default_factory=RMSection)
+    parallel: ParallelSection = field(default_factory=ParallelSection)  # sft under torchrun
 
     @classmethod
     def from_toml(cls, path: str | Path, overrides: list[str] | None = None) -> "PostConfig":

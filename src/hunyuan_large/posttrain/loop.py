@@ -27,12 +27,13 @@ from ..errors import UserError
 from ..model import HunyuanForCausalLM
 from ..pretrained import load_weights, save_pretrained
 from ..tokenizer import load_tokenizer
-from ..train.config import ParallelSection
-from ..train.distributed import clip_grad_norm, init_distributed
+from ..train.distributed import check_same_config, clip_grad_norm, init_distributed, parallelize
 from ..train.metrics import MetricsLog, TrainProgress, write_plots
 from ..train.mfu import measure_peak_flops
 from ..train.optim import build_optimizer, set_lr
-from ..train.run_state import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..train.run_state import (
+    latest_checkpoint, load_checkpoint, load_model, rng_state, save_checkpoint, set_rng_state,
+)
 from ..train.schedule import Schedule
 from .config import PostConfig
 from .data import Report
@@ -58,13 +59,16 @@ class PostTrainer(ABC):
 
     name = "post"
     metric_names: tuple[str, ...] = ()  # plotted besides the loss
+    distributed_ok = False  # whether the task runs under torchrun (FSDP2 data parallel)
 
     def __init__(self, cfg: PostConfig, console: Console | None = None):
         self.cfg, t = cfg, cfg.train
-        self.ctx = init_distributed(ParallelSection(), t.device)
-        if self.ctx.distributed:
-            raise UserError(f"hunyuan {self.name} runs in one process for now (no torchrun)")
-        self.console = console or Console()
+        self.ctx = init_distributed(cfg.parallel, t.device)
+        if self.ctx.distributed and not (self.distributed_ok and cfg.parallel.ep == 1):
+            raise UserError(f"hunyuan {self.name} runs in one process for now"
+                            + (" (sft runs under torchrun without expert parallelism)" if self.distributed_ok else ""))
+        check_same_config(self.ctx, cfg.to_toml())
+        self.console = console or Console(quiet=not self.ctx.is_main)
         self.device = self.ctx.device
         self.run_dir = Path(cfg.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -77,7 +81,9 @@ class PostTrainer(ABC):
         self.num_items = self.prepare()
         if self.report.bad:
             self.console.print(f"[yellow]{self.report.summary()}[/yellow]")
-        per_step = t.batch_size * t.grad_accum
+        parallelize(self.model, self.ctx)
+        torch.manual_seed(t.seed + self.ctx.rank)  # dropout differs per rank, as the data does
+        per_step = t.batch_size * t.grad_accum * self.ctx.world
         self.steps_per_epoch = math.ceil(self.num_items / per_step)
         self.total_steps = t.steps or t.epochs * self.steps_per_epoch
         self.optimizer = build_optimizer(self.trainable, t, t.expert_lr_scale)
@@ -124,26 +130,30 @@ class PostTrainer(ABC):
 
     # ----- the loop --------------------------------------------------------------------------
     def micro_batches(self, step: int) -> list[torch.Tensor]:
-        """Item indices of each micro-batch of `step`: a seeded permutation per epoch."""
-        t = self.cfg.train
+        """This rank's item indices of each micro-batch of `step`, from a seeded permutation per
+        epoch; every rank draws the same global micro-batch and takes its slice."""
+        t, ctx = self.cfg.train, self.ctx
         epoch, within = divmod(step, self.steps_per_epoch)
         gen = torch.Generator().manual_seed(t.seed * 100003 + epoch)
         order = torch.randperm(self.num_items, generator=gen)
-        start = within * t.batch_size * t.grad_accum
-        picks = order[(start + torch.arange(t.batch_size * t.grad_accum)) % self.num_items]
-        return list(picks.split(t.batch_size))
+        size = t.batch_size * ctx.world
+        start = within * size * t.grad_accum
+        picks = order[(start + torch.arange(size * t.grad_accum)) % self.num_items]
+        return [m[ctx.rank * t.batch_size:(ctx.rank + 1) * t.batch_size] for m in picks.split(size)]
 
     def _resume(self) -> tuple[int, int]:
         """(step, tokens) of the newest checkpoint, restored in place; (0, 0) when starting."""
         ckpt = latest_checkpoint(self.run_dir) if self.cfg.train.resume else None
         if ckpt is None:
-            self.log.path.unlink(missing_ok=True)
+            if self.ctx.is_main:
+                self.log.path.unlink(missing_ok=True)
             return 0, 0
         state, rng = load_checkpoint(ckpt, self.state_module, self.optimizer, self.ctx)
         if rng is not None:
             set_rng_state(rng, None)
         self.load_extra_state(state)
-        self.log.truncate_after(state["step"])
+        if self.ctx.is_main:
+            self.log.truncate_after(state["step"])
         self.console.print(f"resuming from {ckpt.name} (step {state['step']})")
         return state["step"], state["tokens"]
 
@@ -154,8 +164,9 @@ class PostTrainer(ABC):
 
     def run(self) -> dict:
         """Train to the last step (resuming when possible), then write RUN/model; returns a summary."""
-        t = self.cfg.train
-        (self.run_dir / "config.toml").write_text(self.cfg.to_toml())
+        t, main = self.cfg.train, self.ctx.is_main
+        if main:
+            (self.run_dir / "config.toml").write_text(self.cfg.to_toml())
         step, tokens = self._resume()
         self.console.print(f"{self.name}: {self.num_items} items, {self.steps_per_epoch} steps/epoch, "
                            f"{self.total_steps} steps on {self.device} -> {self.run_dir}")
@@ -165,7 +176,7 @@ class PostTrainer(ABC):
         if t.mfu:
             with torch.random.fork_rng(devices=[]):
                 flops = flops_per_token(self.model.config, self.cfg.data.seq_len) / measure_peak_flops(self.device, 0.2)
-        progress = TrainProgress(self.total_steps, step)
+        progress = TrainProgress(self.total_steps, step) if main else None
         sums: dict[str, float] = {}
         count, start = 0, time.perf_counter()
         try:
@@ -182,16 +193,17 @@ class PostTrainer(ABC):
                     self.after_step()
                 self.optimizer.zero_grad(set_to_none=True)
                 step += 1
-                if not finite:  # a non-finite loss or gradient: the step is skipped and recorded
+                if not finite and main:  # a non-finite loss or gradient: the step is skipped and recorded
                     self.log.write({"step": step, "skipped": True})
                     progress.print(f"step {step}: non-finite gradient, step skipped")
+                if not finite:
                     continue
                 tokens += int(metrics["tokens"])
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
                 count += 1
-                if step % t.log_every == 0 or step == self.total_steps:
+                if main and (step % t.log_every == 0 or step == self.total_steps):
                     elapsed = time.perf_counter() - start
                     rec = {k: v / count for k, v in sums.items() if k != "tokens"}
                     rec.update(step=step, tokens=tokens, lr=lrs, tokens_per_s=sums["tokens"] / elapsed)
@@ -199,22 +211,28 @@ class PostTrainer(ABC):
                         rec["mfu"] = rec["tokens_per_s"] * flops
                     self.log.write(rec)
                     progress.update(step, rec["loss"], rec["tokens_per_s"])
+                if step % t.log_every == 0 or step == self.total_steps:
                     sums, count, start = {}, 0, time.perf_counter()
                 if step % t.save_every == 0 or step == self.total_steps:
                     self._save(step, tokens)
         except KeyboardInterrupt:
-            progress.close()
-            if step:
+            if progress:
+                progress.close()
+            if step and not self.ctx.distributed:  # a collective save needs every rank in step
                 self.console.print(f"interrupted at step {step}: saved {self._save(step, tokens)}; "
                                    "rerun the same command to resume")
             raise
         finally:
-            progress.close()
-        return self._finish(step)
+            if progress:
+                progress.close()
+        return self._finish(step) if main else {}
 
     def _finish(self, step: int) -> dict:
         out = self.run_dir / "model"
-        self.save_model(out)
+        if self.ctx.distributed:  # the sharded weights, gathered from the final checkpoint
+            save_pretrained(load_model(latest_checkpoint(self.run_dir)), out)
+        else:
+            self.save_model(out)
         self.tokenizer.save(out)
         generation = Path(self.cfg.model.init) / "generation_config.json"
         if generation.is_file():

@@ -32,6 +32,7 @@ def sft_loss_sum(model, rows: Rows) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 class SFTTrainer(PostTrainer):
     name = "sft"
+    distributed_ok = True
 
     def prepare(self) -> int:
         d = self.cfg.data
@@ -52,14 +53,17 @@ class SFTTrainer(PostTrainer):
     def step_losses(self, micro: list[torch.Tensor]) -> dict[str, float]:
         t = self.cfg.train
         batches = [self.rows.select(m, self.device) for m in micro]
-        learned = sum(int((b.targets != -100).sum()) for b in batches)
+        ctx = self.ctx
+        # The mean over every rank's assistant tokens; FSDP averages the ranks' gradients, hence x world.
+        learned = max(ctx.all_reduce(sum(int((b.targets != -100).sum()) for b in batches)), 1)
         total = 0.0
         for b in batches:
             with self.autocast:
                 ce, aux = sft_loss_sum(self.model, b)
-            loss = ce / max(learned, 1)
+            loss = ce * ctx.world / learned
             if aux is not None:
                 loss = loss + t.aux_loss_coef * aux / len(batches)
             loss.backward()
-            total += float(ce.detach()) / max(learned, 1)
-        return {"loss": total, "tokens": sum(int((b.segment_ids >= 0).sum()) for b in batches)}
+            total += float(ce.detach()) / learned
+        tokens = ctx.all_reduce(sum(int((b.segment_ids >= 0).sum()) for b in batches))
+        return {"loss": ctx.all_reduce(total), "tokens": tokens}
