@@ -76,3 +76,15 @@ def test_pair_formats() -> None:
                                                       "rejected": "b"}):
         with pytest.raises(ValueError):
             parse_pair(bad)
+
+
+def test_a_conversation_the_template_refuses_is_a_bad_line(tmp_path: Path) -> None:
+    tok = HunyuanTokenizer.train(TEXTS, vocab_size=600, min_frequency=1)  # refuses a late system message
+    path = tmp_path / "sft.jsonl"
+    late = [{"role": "user", "content": "q"}, {"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]
+    ok = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    path.write_text(json.dumps({"messages": ok}) + "\n" + json.dumps({"messages": late}) + "\n")
+    report = Report()
+    got = read_jsonl([str(path)], lambda r: tokens_and_mask(tok, parse_sft(r)), report=report)
+    assert got == [tokens_and_mask(tok, ok)]
+    assert report.bad == 1 and report.messages[0].startswith(f"{path}:2: message 1 is a system message")

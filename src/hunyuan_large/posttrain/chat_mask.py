@@ -9,12 +9,11 @@ not the model's to predict. A template whose renders are not prefixes of each ot
 
 from __future__ import annotations
 
-from ..errors import UserError
-from ..tokenizer import Tokenizer
+from ..tokenizer import Tokenizer, TokenizerError
 from .data import Messages
 
 
-class ChatMaskError(UserError):
+class ChatMaskError(TokenizerError):
     """A chat template that does not render a conversation prefix by prefix."""
 
 

@@ -1,7 +1,8 @@
 """Post-training data in jsonl: SFT conversations, preference pairs, online prompts.
 
 A bad line gets one message naming its file and line; by default it is counted, reported at
-the end and skipped, with `strict` the run stops at it.
+the end and skipped, with `strict` the run stops at it. Parsers may tokenize too: a conversation
+the chat template refuses is a bad line like malformed JSON.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..tokenizer import ROLES
+from ..tokenizer import ROLES, TokenizerError
 
 Messages = list[dict[str, str]]
 
@@ -124,7 +125,7 @@ def read_jsonl(paths: list[str], parse: Callable[[Any], Any], strict: bool = Fal
                     continue
                 try:
                     out.append(parse(_json(line)))
-                except BadRecord as e:
+                except (BadRecord, TokenizerError) as e:  # TokenizerError: the template refuses it
                     message = f"{path}:{number}: {e}"
                     if strict:
                         raise PostDataError(message) from None

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..pretrained import save_pretrained
 from .chat_mask import tokens_and_mask
-from .data import Pair, parse_pair, parse_prompt, read_jsonl
+from .data import BadRecord, Pair, parse_pair, parse_prompt, read_jsonl
 from .dpo_loss import dpo_terms, response_logps
 from .ema import PolicyWithEMA
 from .loop import PostTrainer
@@ -55,15 +55,15 @@ class DPOTrainer(PostTrainer):
 
     def prepare(self) -> int:
         d = self.cfg.data
-        pairs = read_jsonl(d.train, parse_pair, d.strict, self.report)
-        self.chosen, self.rejected = [], []
-        for p in pairs:
-            c, r = pair_examples(self.tokenizer, p, d.seq_len)
+
+        def parse(record) -> tuple[Example, Example]:
+            c, r = pair_examples(self.tokenizer, parse_pair(record), d.seq_len)
             if not any(t != -100 for t in c.targets) or not any(t != -100 for t in r.targets):
-                self.report.add(f"a pair whose response is cut away by data.seq_len = {d.seq_len}")
-                continue
-            self.chosen.append(c)
-            self.rejected.append(r)
+                raise BadRecord(f"a response is cut away by data.seq_len = {d.seq_len}")
+            return c, r
+
+        examples = read_jsonl(d.train, parse, d.strict, self.report)
+        self.chosen, self.rejected = [c for c, _ in examples], [r for _, r in examples]
         self.pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
         self.ref = self._reference_logps(Path(self.cfg.run_dir) / "reference_logps.pt")
         self.both = PolicyWithEMA(self.model, self.cfg.dpo.ema_decay)

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..tokenizer import Tokenizer
 from .chat_mask import tokens_and_mask
-from .data import Messages, parse_pair, read_jsonl
+from .data import BadRecord, Messages, parse_pair, read_jsonl
 from .loop import PostTrainer
 from .reward import RewardModel, save_reward_model
 
@@ -47,14 +47,16 @@ class RMTrainer(PostTrainer):
 
     def prepare(self) -> int:
         d = self.cfg.data
-        self.chosen, self.rejected = [], []
-        for p in read_jsonl(d.train, parse_pair, d.strict, self.report):
+
+        def parse(record) -> tuple[list[int], list[int]]:
+            p = parse_pair(record)
             c, r = scored_ids(self.tokenizer, p.prompt, p.chosen), scored_ids(self.tokenizer, p.prompt, p.rejected)
             if max(len(c), len(r)) > d.seq_len:
-                self.report.add(f"a pair longer than data.seq_len = {d.seq_len}")
-                continue
-            self.chosen.append(c)
-            self.rejected.append(r)
+                raise BadRecord(f"longer than data.seq_len = {d.seq_len} tokens")
+            return c, r
+
+        pairs = read_jsonl(d.train, parse, d.strict, self.report)
+        self.chosen, self.rejected = [c for c, _ in pairs], [r for _, r in pairs]
         self.pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
         self.reward = RewardModel(self.model).to(self.device)
         return len(self.chosen)

@@ -36,10 +36,9 @@ class SFTTrainer(PostTrainer):
 
     def prepare(self) -> int:
         d = self.cfg.data
-        conversations = read_jsonl(d.train, parse_sft, d.strict, self.report)
+        tokenized = read_jsonl(d.train, lambda r: tokens_and_mask(self.tokenizer, parse_sft(r)), d.strict, self.report)
         examples, cut = [], 0
-        for messages in conversations:
-            ids, mask = tokens_and_mask(self.tokenizer, messages)
+        for ids, mask in tokenized:
             cut += len(ids) - 1 > d.seq_len
             examples.append(example(ids, mask, d.seq_len))
         pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
