@@ -74,6 +74,7 @@ class ModelConfig:
     transformers_version: str = "4.41.2"
     # Ours, not the release's: written to config.json only when changed from the default.
     moe_min_capacity: int = 4
+    hidden_dropout: float = 0.0  # on each residual branch, in training only (post-training's regulariser)
     # Keys of a loaded config.json that this class does not model; written back unchanged.
     extra: dict = field(default_factory=dict, repr=False)
 
@@ -164,6 +165,7 @@ class ModelConfig:
         need(not self.attention_bias, "attention_bias=true is not supported (the release has no biases)")
         need(self.rms_norm_eps > 0, f"rms_norm_eps must be > 0, got {self.rms_norm_eps}")
         need(self.rope_theta > 0, f"rope_theta must be > 0, got {self.rope_theta}")
+        need(0.0 <= self.hidden_dropout < 1.0, f"hidden_dropout must be in [0, 1), got {self.hidden_dropout}")
         need(0.0 <= self.attention_dropout < 1.0,
              f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
         need(self.capacity_factor > 0, f"capacity_factor must be > 0, got {self.capacity_factor}")
@@ -262,7 +264,7 @@ class ModelConfig:
         return max(c, self.moe_min_capacity)
 
 
-_OURS = {"moe_min_capacity"}
+_OURS = {"moe_min_capacity", "hidden_dropout"}
 
 # transformers' RoPE variants (rope_scaling with "rope_type"): the keys each needs besides its type.
 HF_ROPE_KEYS = {

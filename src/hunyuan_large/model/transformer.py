@@ -41,34 +41,40 @@ class DecoderLayer(nn.Module):
         self.mlp: nn.Module = MoE(cfg) if cfg.is_moe else SwiGLU(cfg.hidden_size, cfg.intermediate_size)
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)  # identity in eval mode and at p = 0
 
     def forward(self, x, cos, sin, mask, shared_kv=None, cache=None, collect_stats=False, return_routing=False):
         a, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, shared_kv=shared_kv, cache=cache)
-        h = x + a
+        h = x + self.dropout(a)
         if isinstance(self.mlp, MoE):
             m, routing, stats = self.mlp(self.post_attention_layernorm(h), collect_stats=collect_stats,
                                          return_routing=return_routing)
         else:
             m, routing, stats = self.mlp(self.post_attention_layernorm(h)), None, None
-        return h + m, kv, routing, stats
+        return h + self.dropout(m), kv, routing, stats
 
 
 def attention_bias(
-    attention_mask: torch.Tensor | None, T: int, S: int, dtype: torch.dtype, device: torch.device
+    attention_mask: torch.Tensor | None, T: int, S: int, dtype: torch.dtype, device: torch.device,
+    segment_ids: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """Additive (B, 1, T, S) mask, or None when plain causal attention (or none) suffices.
 
-    `attention_mask` (B, S) marks real keys with 1. Disallowed entries get the dtype's minimum
-    rather than -inf, as the release does, so fully masked rows (left padding) stay finite.
+    `attention_mask` (B, S) marks real keys with 1. `segment_ids` (B, T) (no past) numbers the
+    documents packed into a row: a token attends only within its own (block-diagonal causal).
+    Disallowed entries get the dtype's minimum rather than -inf, as the release does, so fully
+    masked rows (left padding) stay finite.
     """
     past = S - T
-    if attention_mask is None and (past == 0 or T == 1):
+    if attention_mask is None and segment_ids is None and (past == 0 or T == 1):
         return None
     q_pos = torch.arange(past, S, device=device)[:, None]
     allowed = torch.arange(S, device=device)[None, :] <= q_pos  # (T, S) causal
     allowed = allowed[None, None]
     if attention_mask is not None:
         allowed = allowed & attention_mask[:, None, None, :].bool()
+    if segment_ids is not None:
+        allowed = allowed & (segment_ids[:, None, :, None] == segment_ids[:, None, None, :])
     bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
     return bias.masked_fill_(~allowed, torch.finfo(dtype).min)
 
@@ -88,6 +94,7 @@ class HunyuanModel(nn.Module):
         input_ids: torch.Tensor,  # (B, T)
         attention_mask: torch.Tensor | None = None,  # (B, S) 1 = real token
         position_ids: torch.Tensor | None = None,  # (B, T) or (1, T)
+        segment_ids: torch.Tensor | None = None,  # (B, T) packed documents (see attention_bias)
         cache: KVStore | None = None,
         past_length: int = 0,
         output_hidden_states: bool = False,
@@ -100,7 +107,7 @@ class HunyuanModel(nn.Module):
             position_ids = torch.arange(past_length, S, device=input_ids.device)[None]
         x = self.embed_tokens(input_ids)
         cos, sin = rope_cos_sin(self.cfg, position_ids, S, x.dtype)
-        mask = attention_bias(attention_mask, T, S, x.dtype, x.device)
+        mask = attention_bias(attention_mask, T, S, x.dtype, x.device, segment_ids)
         collect = self.training if collect_stats is None else collect_stats
 
         out = ModelOutput(hidden_states=[] if output_hidden_states else None,
@@ -179,6 +186,7 @@ class HunyuanForCausalLM(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         cache: KVStore | None = None,
         past_length: int = 0,
@@ -188,7 +196,8 @@ class HunyuanForCausalLM(nn.Module):
         collect_stats: bool | None = None,
     ) -> ModelOutput:
         """Logits (float32) for the last `logits_to_keep` positions (0 = all); CE loss with labels."""
-        out = self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+        out = self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         segment_ids=segment_ids, cache=cache,
                          past_length=past_length, output_hidden_states=output_hidden_states,
                          output_routing=output_routing, collect_stats=collect_stats)
         h = out.last_hidden_state
