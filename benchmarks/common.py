@@ -54,3 +54,17 @@ def print_table(title: str, header: list[str], rows: list[list[object]]) -> None
 def print_json(obj: dict) -> None:
     """The last line of every benchmark: one JSON object."""
     print(json.dumps(obj))
+
+
+def add_threads_arg(ap) -> None:
+    """The `--threads` option of the in-process benchmarks."""
+    ap.add_argument("--threads", type=int, help="intra-op threads (default: torch's)")
+
+
+def set_up_process(threads: int | None) -> None:
+    """The process settings every in-process benchmark runs with: thread count, tuned CPU allocator."""
+    from hunyuan_large.runtime import tune_cpu_allocator
+
+    if threads:
+        torch.set_num_threads(threads)
+    tune_cpu_allocator()

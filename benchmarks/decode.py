@@ -30,12 +30,11 @@ import statistics
 import torch
 from torch import nn
 
-from common import machine, print_json, print_table, time_interleaved
+from common import add_threads_arg, machine, print_json, print_table, set_up_process, time_interleaved
 from hunyuan_large import HunyuanForCausalLM, ModelConfig, load_pretrained
 from hunyuan_large.accounting import kv_cache_bytes_per_token
 from hunyuan_large.infer import Engine, EngineConfig, SamplingParams
 from hunyuan_large.model.moe import MoE
-from hunyuan_large.runtime import tune_cpu_allocator
 
 
 def llama_twin(model: HunyuanForCausalLM) -> nn.Module:
@@ -137,11 +136,9 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=64, help="new tokens per sequence")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, help="intra-op threads (default: torch's)")
+    add_threads_arg(ap)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    tune_cpu_allocator()
+    set_up_process(args.threads)
     torch.manual_seed(0)
     if args.model:
         base, cla = load_pretrained(args.model, device="cpu"), None

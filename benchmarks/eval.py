@@ -21,12 +21,11 @@ import argparse
 
 import torch
 
-from common import machine, print_json, print_table, time_interleaved
+from common import add_threads_arg, machine, print_json, print_table, set_up_process, time_interleaved
 from decode import hf_twin
 from hunyuan_large import HunyuanForCausalLM, ModelConfig
 from hunyuan_large.eval.lm import HunyuanLM
 from hunyuan_large.infer import SamplingParams
-from hunyuan_large.runtime import tune_cpu_allocator
 from hunyuan_large.tokenizer import HunyuanTokenizer
 
 
@@ -37,11 +36,9 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=32, help="new tokens per prompt")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, help="intra-op threads (default: torch's)")
+    add_threads_arg(ap)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    tune_cpu_allocator()
+    set_up_process(args.threads)
     from lm_eval.models.huggingface import HFLM
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast

@@ -24,10 +24,9 @@ import time
 
 import torch
 
-from common import machine, print_json, print_table
+from common import add_threads_arg, machine, print_json, print_table, set_up_process
 from hunyuan_large import HunyuanForCausalLM, ModelConfig
 from hunyuan_large.infer import Engine, EngineConfig, SamplingParams
-from hunyuan_large.runtime import tune_cpu_allocator
 
 USER_TOKENS = 20
 
@@ -59,11 +58,9 @@ def main() -> None:
     ap.add_argument("--chats", type=int, default=2)
     ap.add_argument("--turns", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--threads", type=int, help="intra-op threads (default: torch's)")
+    add_threads_arg(ap)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    tune_cpu_allocator()
+    set_up_process(args.threads)
     torch.manual_seed(0)
     model = HunyuanForCausalLM(ModelConfig.from_preset("small")).eval()
     vocab = model.config.vocab_size
