@@ -110,6 +110,7 @@ def _continue_from(src: Path, dst: Path) -> None:
         shutil.rmtree(late)
 
 
+@pytest.mark.slow  # ~90 s on 2 cores: keeps the default suite within CI's 10 minutes
 def test_distributed_checkpoints_reshard_between_world_sizes(tmp_path, corpus):
     config = write_config(tmp_path / "run.toml", corpus, tmp_path / "unused", steps=12, keep_last=5)
     # 2 ranks with expert parallelism save; 1 process resumes from step 10, and the reverse.
