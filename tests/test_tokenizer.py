@@ -20,7 +20,7 @@ from hunyuan_large.tokenizer import (
     CHAT_TEMPLATE,
     SPECIAL_TOKENS,
     HunyuanTokenizer,
-    _byte_to_char,
+    byte_to_char,
     ranks_from_bpe,
     render_chat,
     train_bpe,
@@ -170,7 +170,7 @@ def test_bad_messages(release: HunyuanTokenizer, messages) -> None:
 
 # ---- training, save and load -------------------------------------------------------------------------
 
-CHAR_TO_BYTE = {c: b for b, c in _byte_to_char().items()}
+CHAR_TO_BYTE = {c: b for b, c in byte_to_char().items()}
 MULTILINGUAL = "Größe straße café naïve — 東京は日本の首都です。北京是中国的首都。 😀 emoji 🚀 1234 56.78\n"
 
 

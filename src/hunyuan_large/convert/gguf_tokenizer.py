@@ -16,7 +16,7 @@ from typing import Any
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
 from ..tokenizer import HFTokenizer
-from ..tokenizer.bpe import _byte_to_char
+from ..tokenizer.bpe import byte_to_char
 from .llama_config import UnsupportedSource
 
 CONTROL, USER_DEFINED = 3, 4  # llama.cpp's token types
@@ -38,7 +38,7 @@ def _pre_tokenizer(pre: str | None) -> Any:
 
 def _byte_level(meta: dict[str, Any], tokens: list[str], types: list[int]) -> Tokenizer:
     """`gpt2` model: byte-level BPE with the file's merges."""
-    to_char = _byte_to_char()
+    to_char = byte_to_char()
     alphabet = set(to_char.values())
     vocab = {t if set(t) <= alphabet else "".join(to_char[b] for b in t.encode()): i for i, t in enumerate(tokens)}
     merges = [tuple(m.split(" ")) for m in meta.get("tokenizer.ggml.merges") or []]

@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import tomlio
 from ..errors import require
-from ..train.config import ParallelSection, RunConfigError, _parse_overrides, _section
+from ..train.config import ParallelSection, RunConfigError, parse_overrides, read_section
 
 
 @dataclass
@@ -120,7 +120,7 @@ class PostConfig:
             raw: dict[str, Any] = tomlio.loads(path.read_text())
         except tomlio.tomllib.TOMLDecodeError as e:
             raise RunConfigError(f"{path} is not valid TOML: {e}") from None
-        for key, value in _parse_overrides(overrides or []):
+        for key, value in parse_overrides(overrides or []):
             section, _, name = key.partition(".")
             if name:
                 raw.setdefault(section, {})[name] = value
@@ -135,7 +135,7 @@ class PostConfig:
             if key == "run_dir":
                 cfg.run_dir = str(value)
             elif key in SECTIONS:
-                setattr(cfg, key, _section(SECTIONS[key], key, value))
+                setattr(cfg, key, read_section(SECTIONS[key], key, value))
             else:
                 raise RunConfigError(f"unknown config section {key!r} (allowed: run_dir, {', '.join(SECTIONS)})")
         cfg.validate()

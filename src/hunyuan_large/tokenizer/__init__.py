@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from .base import Messages, Tokenizer, TokenizerError
-from .bpe import _byte_to_char, ranks_from_bpe, train_bpe
+from .bpe import byte_to_char, ranks_from_bpe, train_bpe
 from .chat import CHAT_TEMPLATE, ROLES, render_chat, render_template
 from .hf import HF_TOKENIZER_FILE, HFTokenizer
 from .hunyuan import HunyuanTokenizer
@@ -38,6 +38,6 @@ def load_tokenizer(folder: str | os.PathLike[str]) -> Tokenizer:
 __all__ = [
     "CHAT_TEMPLATE", "CONFIG_FILE", "DEFAULT_CHAT_STOP", "ENDOFTEXT", "EOS", "EXTRA_0", "EXTRA_4", "EXTRA_5",
     "HF_TOKENIZER_FILE", "HFTokenizer", "HunyuanTokenizer", "MIN_VOCAB_SIZE", "Messages", "PAD", "PATTERN", "ROLES",
-    "SPECIAL_TOKENS", "STARTOFTEXT", "TOKENIZER_FILES", "Tokenizer", "TokenizerError", "VOCAB_FILE", "_byte_to_char",
+    "SPECIAL_TOKENS", "STARTOFTEXT", "TOKENIZER_FILES", "Tokenizer", "TokenizerError", "VOCAB_FILE", "byte_to_char",
     "has_tokenizer", "load_tokenizer", "ranks_from_bpe", "read_ranks", "render_chat", "render_template", "train_bpe",
 ]

@@ -12,7 +12,7 @@ from .base import TokenizerError
 from .vocab import PATTERN
 
 
-def _byte_to_char() -> dict[int, str]:
+def byte_to_char() -> dict[int, str]:
     """The byte-level alphabet of HF's ByteLevel (GPT-2's): printable bytes map to themselves,
     the others to chr(256 + n) in byte order, so every byte is one visible character."""
     keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
@@ -76,7 +76,7 @@ def train_bpe(
 def ranks_from_bpe(bpe: Tokenizer) -> dict[bytes, int]:
     """Tiktoken ranks of a trained byte-level BPE: the 256 bytes in byte order, then each merged
     token in creation order, so merging the lowest-ranked pair replays the training merges."""
-    char_to_byte = {c: b for b, c in _byte_to_char().items()}
+    char_to_byte = {c: b for b, c in byte_to_char().items()}
     ranks = {bytes([b]): b for b in range(256)}
     for token, _ in sorted(bpe.get_vocab().items(), key=lambda kv: kv[1]):
         data = bytes(char_to_byte[c] for c in token)

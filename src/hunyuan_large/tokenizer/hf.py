@@ -17,7 +17,7 @@ from tokenizers import Tokenizer as HFBackend
 
 from ..generation_config import eos_token_ids, read_generation_config
 from .base import Messages, Tokenizer, TokenizerError
-from .bpe import _byte_to_char
+from .bpe import byte_to_char
 from .chat import render_template
 
 HF_TOKENIZER_FILE = "tokenizer.json"
@@ -161,7 +161,7 @@ class HFTokenizer(Tokenizer):
 
     @functools.cached_property
     def _char_to_byte(self) -> dict[str, int]:
-        return {c: b for b, c in _byte_to_char().items()}
+        return {c: b for b, c in byte_to_char().items()}
 
     def token_bytes(self, token_id: int) -> bytes:
         self._check_ids([token_id])

@@ -126,7 +126,7 @@ class RunConfig:
                 raw = tomlio.loads(path.read_text())
             except tomlio.tomllib.TOMLDecodeError as e:
                 raise RunConfigError(f"{path} is not valid TOML: {e}") from None
-        for key, value in _parse_overrides(overrides or []):
+        for key, value in parse_overrides(overrides or []):
             section, _, name = key.partition(".")
             if not name:
                 raw[section] = value
@@ -143,7 +143,7 @@ class RunConfig:
             elif key == "model":
                 cfg.model = _model_section(value)
             elif key in ("tokenizer", "data", "train", "parallel"):
-                setattr(cfg, key, _section(type(getattr(cfg, key)), key, value))
+                setattr(cfg, key, read_section(type(getattr(cfg, key)), key, value))
             else:
                 raise RunConfigError(f"unknown config section {key!r} "
                                      "(allowed: run_dir, model, tokenizer, data, train, parallel)")
@@ -232,7 +232,7 @@ def _device_available(device: str) -> bool:
     return False
 
 
-def _parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     """['--train.lr', '3e-4', '--data.seq_len=512'] -> [('train.lr', 0.0003), ...]."""
     out, i = [], 0
     while i < len(items):
@@ -250,7 +250,8 @@ def _parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
-def _section(kind: type, name: str, values: dict[str, Any]):
+def read_section(kind: type, name: str, values: dict[str, Any]):
+    """A `kind` dataclass from a TOML table: unknown keys and wrongly typed values are one error each."""
     if not isinstance(values, dict):
         raise RunConfigError(f"[{name}] must be a table")
     allowed = {f.name: f for f in fields(kind)}
