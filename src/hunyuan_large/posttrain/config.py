@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import tomlio
 from ..errors import require
-from ..train.config import ParallelSection, RunConfigError, parse_overrides, read_section
+from ..train.config import ParallelSection, RunConfigError, read_section, read_toml
 
 
 @dataclass
@@ -113,20 +113,7 @@ class PostConfig:
     @classmethod
     def from_toml(cls, path: str | Path, overrides: list[str] | None = None) -> "PostConfig":
         """Defaults, then the file, then `--section.key value` overrides."""
-        path = Path(path)
-        if not path.exists():
-            raise RunConfigError(f"config file {path} does not exist")
-        try:
-            raw: dict[str, Any] = tomlio.loads(path.read_text())
-        except tomlio.tomllib.TOMLDecodeError as e:
-            raise RunConfigError(f"{path} is not valid TOML: {e}") from None
-        for key, value in parse_overrides(overrides or []):
-            section, _, name = key.partition(".")
-            if name:
-                raw.setdefault(section, {})[name] = value
-            else:
-                raw[section] = value
-        return cls.from_dict(raw)
+        return cls.from_dict(read_toml(path, overrides))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "PostConfig":

@@ -117,22 +117,7 @@ class RunConfig:
     @classmethod
     def from_toml(cls, path: str | Path | None, overrides: list[str] | None = None) -> "RunConfig":
         """Defaults, then the file (if any), then `--section.key value` overrides."""
-        raw: dict[str, Any] = {}
-        if path is not None:
-            path = Path(path)
-            if not path.exists():
-                raise RunConfigError(f"config file {path} does not exist")
-            try:
-                raw = tomlio.loads(path.read_text())
-            except tomlio.tomllib.TOMLDecodeError as e:
-                raise RunConfigError(f"{path} is not valid TOML: {e}") from None
-        for key, value in parse_overrides(overrides or []):
-            section, _, name = key.partition(".")
-            if not name:
-                raw[section] = value
-            else:
-                raw.setdefault(section, {})[name] = value
-        return cls.from_dict(raw)
+        return cls.from_dict(read_toml(path, overrides))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
@@ -230,6 +215,26 @@ def _device_available(device: str) -> bool:
     if d.type == "mps":
         return torch.backends.mps.is_available()
     return False
+
+
+def read_toml(path: str | Path | None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """A run config file's tables (none without a file) with `--section.key value` overrides applied."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise RunConfigError(f"config file {path} does not exist")
+        try:
+            raw = tomlio.loads(path.read_text())
+        except tomlio.tomllib.TOMLDecodeError as e:
+            raise RunConfigError(f"{path} is not valid TOML: {e}") from None
+    for key, value in parse_overrides(overrides or []):
+        section, _, name = key.partition(".")
+        if name:
+            raw.setdefault(section, {})[name] = value
+        else:
+            raw[section] = value
+    return raw
 
 
 def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
