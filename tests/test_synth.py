@@ -176,3 +176,61 @@ def test_config_errors_are_one_line(seeds):
         _config(seeds, evolve__round=2)
     with pytest.raises(UserError, match="unknown methods"):
         _config(seeds, evolve__methods=["shout"])
+
+
+class Arithmetic(Scripted):
+    """Answers 'What is a + b?' right on even sampling seeds, off by one on odd ones; always off by one with a Q."""
+
+    def answer(self, r: Request) -> str | None:
+        text = r.messages[-1]["content"]
+        if text.startswith("Rate the response"):
+            return "Rating: 8"
+        a, b = map(int, re.findall(r"\d+", text)[:2])
+        self.calls["respond"] += 1
+        wrong = r.seed % 2 or "Q" in text
+        return f"{a} + {b} = {a + b + (1 if wrong else 0)}"
+
+
+def test_verbatim_seeds_with_references_measure_precision(tmp_path):
+    # 4 questions with references: Q's samples all agree on a+b+1 (its reference), the last reference is wrong.
+    rows = [("What is 1 + 2?", "3"), ("What is 10 + 20?", "30"), ("Q What is 5 + 5?", "11"), ("What is 7 + 8?", "0")]
+    with open(tmp_path / "qa.jsonl", "w") as f:
+        for q, a in rows:
+            f.write(json.dumps({"q": q, "a": a}) + "\n")
+    cfg = SynthConfig.from_dict({
+        "run": {"out": str(tmp_path / "out"), "shard_size": 3},
+        "seeds": [{"path": str(tmp_path / "qa.jsonl"), "kind": "jsonl", "field": "q", "answer_field": "a",
+                   "domain": "math", "verbatim": True}],
+        "backends": {"fake": {"kind": "openai", "model": "m", "endpoints": ["http://unused"]}},
+        "domains": {"math": {"extractor": "number"}},
+        "generate": {"backend": "fake"}, "evolve": {"backend": "fake", "rounds": 2},
+        "respond": {"backend": "fake", "samples": 5}, "filter": {"critic": "fake", "vote_share": 0.5}})
+    fake = Arithmetic()
+    run_pipeline(cfg, backends={"fake": fake})
+    assert "generate" not in fake.calls and "evolve" not in fake.calls  # verbatim: neither generated nor evolved
+    out = tmp_path / "out"
+    responded = read_jsonl(out / "respond" / "shard-00000.jsonl") + read_jsonl(out / "respond" / "shard-00001.jsonl")
+    assert [r["instruction"] for r in responded] == [q for q, _ in rows]
+    # Independent tally: the first sample is right iff its seed is even and the question has no Q;
+    # the majority is right iff most of the 5 samples are.
+    truth = {"What is 1 + 2?": 3, "What is 10 + 20?": 30, "Q What is 5 + 5?": 11, "What is 7 + 8?": 0}
+    single = majority = 0
+    for rec in responded:
+        answers = [int(re.findall(r"-?\d+", s["text"])[-1]) for s in rec["responses"]]
+        single += answers[0] == truth[rec["instruction"]]
+        top = Counter(answers).most_common(1)[0]
+        majority += top[1] / 5 >= 0.5 and top[0] == truth[rec["instruction"]]
+    summary = json.loads((out / "summary.json").read_text())["reference_precision"]
+    by = {row["selection"]: row for row in summary}
+    assert by["one sample"]["kept"] == 4 and by["one sample"]["correct"] == single
+    assert by["self-consistency"]["correct"] == majority
+    assert by["pipeline output"]["correct"] == majority  # the critic keeps every voted record (rating 8)
+    assert by["self-consistency"]["kept"] == by["pipeline output"]["kept"]
+
+
+def test_wilson_interval_matches_the_textbook_value():
+    from hunyuan_large.synth.verify import wilson
+
+    low, high = wilson(8, 10)  # Wilson (1927); e.g. Newcombe (1998) gives 0.490-0.943 for 8/10
+    assert abs(low - 0.4902) < 1e-3 and abs(high - 0.9433) < 1e-3
+    assert wilson(0, 0) == (0.0, 1.0)

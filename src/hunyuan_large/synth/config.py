@@ -23,9 +23,12 @@ class SeedSource:
     field: str = "text"  # jsonl: the field holding the seed text
     max_chars: int = 2000  # longer seeds are cut
     limit: int | None = None  # at most this many seeds from this source
+    verbatim: bool = False  # the seed is the instruction itself: neither generated nor evolved
+    answer_field: str | None = None  # jsonl: a reference answer, checked against the kept responses
 
     def __post_init__(self) -> None:
         check(self.kind in ("text", "jsonl", "code"), f"seeds: kind must be text, jsonl or code, got {self.kind!r}")
+        check(self.answer_field is None or self.kind == "jsonl", "seeds: answer_field needs kind = \"jsonl\"")
 
 
 @dataclass

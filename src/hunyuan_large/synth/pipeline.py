@@ -19,6 +19,7 @@ from .prompts import CRITIQUE, EVOLVE, EVOLVE_FORMAT
 from .seeds import read_seeds, shard
 from .stages import Stage, StageResult, progress_bar, run_stage, signature, write_jsonl
 from .steps import Steps
+from .verify import reference_precision
 
 
 def _stages(cfg: SynthConfig, steps: Steps) -> list[Stage]:
@@ -84,8 +85,13 @@ def run_pipeline(cfg: SynthConfig, console: Console | None = None,
                                      "rejected": r["rejected"]} for r in final if "rejected" in r])
     summary = [{"stage": r.folder.name, "in": r.records_in, "kept": r.kept, "dropped": dict(r.dropped),
                 "events": dict(r.events), "seconds": round(r.seconds, 2), "reused_shards": r.skipped} for r in results]
-    (out / "summary.json").write_text(json.dumps({"seeds": len(seeds), "stages": summary, "sft": len(final)}, indent=1))
+    responded = next(r for r in results if r.folder.name == "respond").records()
+    verified = reference_precision(cfg, responded, final)
+    (out / "summary.json").write_text(json.dumps({"seeds": len(seeds), "stages": summary, "sft": len(final),
+                                                  "reference_precision": verified}, indent=1))
     console.print(summary_table(summary, len(seeds)))
+    if verified:
+        console.print(precision_table(verified))
     return results
 
 
@@ -100,6 +106,18 @@ def summary_table(summary: list[dict], seeds: int) -> Table:
                       ", ".join(f"{k}: {v}" for k, v in sorted(s["dropped"].items())) or "-",
                       ", ".join(f"{k}: {v}" for k, v in sorted(s["events"].items())) or "-",
                       f"{s['seconds']:.1f}", rate)
+    return table
+
+
+def precision_table(rows: list[dict]) -> Table:
+    """Kept answers that match the seeds' reference answers, per selection, with 95% intervals."""
+    table = Table(title="answers checked against seed references")
+    for col in ("selection", "kept", "correct", "precision", "95% interval"):
+        table.add_column(col, justify="left" if col == "selection" else "right")
+    for r in rows:
+        precision = "-" if r["precision"] is None else f"{r['precision']:.3f}"
+        table.add_row(r["selection"], f"{r['kept']}/{r['of']}", str(r["correct"]), precision,
+                      f"{r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}")
     return table
 
 

@@ -47,8 +47,10 @@ class Steps:
         """Instructions from seeds (per-domain templates, style and complexity) and from template prefixes."""
         g = self.cfg.generate
         recs, reqs = [], []
+        verbatim = [{**seed, "id": f"{seed['id']}-0", "instruction": seed["seed"]["text"]}
+                    for seed in seeds if seed["seed"].get("verbatim")]
         for seed in seeds:
-            for k in range(g.per_seed):
+            for k in range(0 if seed["seed"].get("verbatim") else g.per_seed):
                 rec = {**seed, "id": f"{seed['id']}-{k}"}
                 rng = self._rng(rec["id"], "generate")
                 rec["style"], rec["complexity"] = rng.choice(g.styles), rng.choice(g.complexity)
@@ -72,7 +74,7 @@ class Steps:
             problem = self._instruction_problem(text, 1, None)
             reason = problem and f"generate_{problem}"
             (dropped if reason else kept).append({**rec, "dropped": reason} if reason else rec)
-        return kept, dropped, Counter()
+        return verbatim + kept, dropped, Counter()
 
     @staticmethod
     def _instruction_problem(text: str | None, min_chars: int, max_chars: int | None,
@@ -96,7 +98,8 @@ class Steps:
     def evolve(self, records: list[dict]) -> tuple[list[dict], list[dict], Counter]:
         """k rounds of evolution; a record whose rewrite breaks a rule is dropped with that reason."""
         e = self.cfg.evolve
-        alive, dropped = records, []
+        verbatim = [rec for rec in records if rec["seed"].get("verbatim")]
+        alive, dropped = [rec for rec in records if not rec["seed"].get("verbatim")], []
         for round_ in range(e.rounds):
             reqs = []
             for rec in alive:
@@ -115,7 +118,7 @@ class Steps:
                 else:
                     survivors.append({**rec, "instruction": text})
             alive = survivors
-        return alive, dropped, Counter()
+        return verbatim + alive, dropped, Counter()
 
     # ----- step 3 ----------------------------------------------------------------------------
     def respond(self, records: list[dict]) -> tuple[list[dict], list[dict], Counter]:
