@@ -17,8 +17,9 @@ block). A request with `n` samples is prefilled once and then forked: the sample
 blocks and copy its last partial one. Before a decode step every row that starts a new block gets
 one; when none is left, the most recently admitted sequence is preempted (a partly prefilled one
 first): its blocks are released (the full ones stay in the prefix cache) and it waits at the front
-of the queue to be recomputed, prompt and output so far, as a prefill that starts from those blocks. Nothing fails for lack of memory. A sequence finishes on
-a stop id, a stop string, `max_new_tokens` or a full context and leaves at once.
+of the queue to be recomputed, prompt and output so far, as a prefill that starts from those
+blocks. Nothing fails for lack of memory. A sequence finishes on a stop id, a stop string,
+`max_new_tokens` or a full context and leaves at once.
 """
 
 from __future__ import annotations
@@ -281,7 +282,7 @@ class Engine:
             batch, past = self._admit()
             if batch:
                 outputs += self._prefill(batch, past)
-        if len(self.running) > (self.prefilling is not None):
+        if any(s is not self.prefilling for s in self.running):
             outputs += self._decode()
         return outputs
 

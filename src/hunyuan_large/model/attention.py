@@ -139,4 +139,3 @@ def masked_causal_after_past(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) 
     T, S = q.shape[2], k.shape[2]
     mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
-
