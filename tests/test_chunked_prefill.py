@@ -13,7 +13,7 @@ from hunyuan_large.infer.kv_cache import KVCache
 from hunyuan_large.model.attention import causal_after_past, masked_causal_after_past
 
 from .conftest import make_model
-from .infer_helpers import one_thread  # noqa: F401 (fixture)
+from .infer_helpers import TEXTS, make_model_folder, one_thread  # noqa: F401 (fixture)
 from .test_engine import GREEDY, greedy_reference
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -165,3 +165,18 @@ def test_aborting_a_part_prefilled_request_frees_its_blocks():
 def test_negative_prefill_chunk_is_a_user_error():
     with pytest.raises(UserError, match="prefill_chunk"):
         Engine(make_model(), config=EngineConfig(max_len=32, prefill_chunk=-1))
+
+
+def test_cli_prefill_chunk(tmp_path, capsys):
+    from hunyuan_large.cli import main
+
+    folder = make_model_folder(tmp_path / "model")
+    prompt = TEXTS[0][:300]
+    assert main(["generate", "--model", str(folder), prompt, "--prefill-chunk", "16", "--max-new-tokens", "5",
+                 "--greedy"]) == 0
+    engine = Engine.from_pretrained(folder, EngineConfig(max_batch=1, prefill_chunk=0))
+    want = engine.generate([prompt], engine.defaults.replace(temperature=0.0, max_new_tokens=5))[0]
+    assert len(want.prompt_ids) > 16 and capsys.readouterr().out == want.text + "\n"
+    assert main(["generate", "--model", str(folder), "hi", "--prefill-chunk", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--prefill-chunk" in err and len(err.strip().splitlines()) == 1
