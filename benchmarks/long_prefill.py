@@ -13,6 +13,7 @@ its peak memory is its own:
   chunking (one-shot: one step holds the whole prefill; chunked: one chunk per step).
 
 Usage: python benchmarks/long_prefill.py [--lengths 4k,16k,64k --chunk 512 --stall-length 16k --threads N]
+(on a machine shared with other jobs, --threads 1: many small ops wait at OpenMP barriers otherwise)
 """
 
 from __future__ import annotations
