@@ -52,6 +52,9 @@ def _engine_args(p: argparse.ArgumentParser, max_batch: int) -> None:
     g.add_argument("--block-size", type=int, default=16, help="tokens per KV-cache block")
     g.add_argument("--num-blocks", type=int, help="KV-cache blocks (default: what --cache-memory holds)")
     g.add_argument("--no-prefix-caching", action="store_true", help="do not share cached prompt blocks")
+    g.add_argument("--prefill-chunk", type=int, default=512,
+                   help="prompt tokens prefilled per step: a longer prompt arrives in chunks between other "
+                        "streams' tokens (default 512; 0: whole prompts at once)")
     g.add_argument("--threads", type=int, help="CPU intra-op threads (default: torch's; serve: all cores "
                                               "but one, left to the HTTP event loop)")
 
@@ -86,10 +89,12 @@ def _runtime(args: argparse.Namespace, serving: bool = False):
         raise UserError(f"--max-len must be >= 2, got {args.max_len}")
     if args.block_size < 1 or (args.num_blocks is not None and args.num_blocks < 1):
         raise UserError(f"--block-size and --num-blocks must be >= 1, got {args.block_size} and {args.num_blocks}")
+    if args.prefill_chunk < 0:
+        raise UserError(f"--prefill-chunk must be >= 0 (0: whole prompts at once), got {args.prefill_chunk}")
     return EngineConfig(max_batch=args.max_batch, max_len=args.max_len,
                         cache_memory=parse_size(args.cache_memory) if args.cache_memory else None,
                         block_size=args.block_size, num_blocks=args.num_blocks,
-                        prefix_caching=not args.no_prefix_caching)
+                        prefix_caching=not args.no_prefix_caching, prefill_chunk=args.prefill_chunk)
 
 
 def _engine(args: argparse.Namespace):

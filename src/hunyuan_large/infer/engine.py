@@ -4,15 +4,22 @@ Shapes: B rows of a forward, T tokens, D hidden, V vocabulary.
 
 `step()` is one scheduling round: drop aborted requests, admit waiting ones while cache blocks and
 batch seats last and prefill them together, then decode one token for every running sequence.
+A step prefills at most `prefill_chunk` prompt tokens: a longer prompt is admitted alone, with
+blocks for all of it, and prefilled one chunk per step (its full blocks enter the prefix cache as
+each chunk completes), so the running sequences keep decoding while it arrives; it joins their
+decode batch once its last chunk gives it a first token. A prefill chunk attends to the cached
+chunks before it without a (T, S) mask (model/attention.causal_after_past), so its extra memory
+grows with the chunk, not the prompt.
 Admission first looks the prompt up in the prefix cache (blocks.py): cached full blocks are shared,
 not computed, and the rows of one prefill share the cached length (prompts right-padded to the
 longest; each row's logits are taken at its own last token, the padding's K/V go to a scratch
 block). A request with `n` samples is prefilled once and then forked: the samples share its full
 blocks and copy its last partial one. Before a decode step every row that starts a new block gets
-one; when none is left, the most recently admitted sequence is preempted: its blocks are released
-(the full ones stay in the prefix cache) and it waits at the front of the queue to be recomputed,
-prompt and output so far, as one prefill. Nothing fails for lack of memory. A sequence finishes on
-a stop id, a stop string, `max_new_tokens` or a full context and leaves at once.
+one; when none is left, the most recently admitted sequence is preempted (a partly prefilled one
+first): its blocks are released (the full ones stay in the prefix cache) and it waits at the front
+of the queue to be recomputed, prompt and output so far, as a prefill that starts from those
+blocks. Nothing fails for lack of memory. A sequence finishes on a stop id, a stop string,
+`max_new_tokens` or a full context and leaves at once.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ class EngineConfig:
     num_blocks: int | None = None  # None: what cache_memory holds, at most max_batch full sequences
     prefix_caching: bool = True  # share cached prompt blocks between requests
     max_prefill_tokens: int = 4096  # padded tokens per batched prefill (a longer prompt runs alone)
+    prefill_chunk: int | None = 512  # prompt tokens prefilled per step (0 or None: whole prompts at once)
 
 
 @dataclass
@@ -167,6 +175,8 @@ class Engine:
                             f"{cfg.vocab_size} embedding rows")
         if config.max_batch < 1 or config.block_size < 1:
             raise UserError(f"max_batch and block_size must be >= 1, got {config.max_batch} and {config.block_size}")
+        if config.prefill_chunk is not None and config.prefill_chunk < 0:
+            raise UserError(f"prefill_chunk must be >= 0 (0: whole prompts), got {config.prefill_chunk}")
         weight = model.model.embed_tokens.weight
         self.device, self.dtype = weight.device, weight.dtype
         prepare_for_decode(model)
@@ -182,6 +192,7 @@ class Engine:
         self.metrics = EngineMetrics()
         self.waiting: deque[_Sequence] = deque()
         self.running: list[_Sequence] = []  # in admission order: the last is preempted first
+        self.prefilling: _Sequence | None = None  # the last of `running` while its prompt is part-prefilled
         self._ids = itertools.count()
 
     @classmethod
@@ -262,46 +273,48 @@ class Engine:
     # ----- one scheduling round ----------------------------------------------------------------
     @torch.inference_mode()
     def step(self) -> list[StepOutput]:
-        """Admit and prefill waiting requests, then decode one token for all running ones."""
+        """Prefill the next chunk of a long prompt, or admit and prefill waiting requests; then
+        decode one token for all running ones."""
         outputs = self._drop_aborted()
-        if self.waiting and len(self.running) < self.config.max_batch:
+        if self.prefilling is not None:
+            outputs += self._prefill([self.prefilling], self.prefilling.cached)
+        elif self.waiting and len(self.running) < self.config.max_batch:
             batch, past = self._admit()
             if batch:
                 outputs += self._prefill(batch, past)
-        if self.running:
+        if any(s is not self.prefilling for s in self.running):
             outputs += self._decode()
         return outputs
 
     def _drop_aborted(self) -> list[StepOutput]:
-        outputs = []
-        for s in self.waiting:
-            if s.aborted:  # with the samples not forked off it yet
-                outputs += [self._output(s, [], "abort")] + [
-                    StepOutput(s.request_id, [], "", None, True, "abort", len(s.prompt), 0, i)
-                    for i in range(1, 1 + s.forks)]
+        waiting = [s for s in self.waiting if s.aborted]
+        running = [s for s in self.running if s.aborted]
+        outputs = [self._output(s, [], "abort") for s in waiting + running] + [  # + samples not forked off yet
+            StepOutput(s.request_id, [], "", None, True, "abort", len(s.prompt), 0, i)
+            for s in waiting + running for i in range(1, 1 + s.forks)]
         self.waiting = deque(s for s in self.waiting if not s.aborted)
-        gone = [s for s in self.running if s.aborted]
-        outputs += [self._output(s, [], "abort") for s in gone]
-        self._finish(gone)
+        self._finish(running)
         return outputs
 
     def _admit(self) -> tuple[list[_Sequence], int]:
         """Waiting sequences for one batched prefill, their blocks taken, and their common cached length.
 
         In queue order while batch seats, free blocks and the padded-token budget last; the rows
-        share the number of tokens found in the prefix cache (a prefill has one causal past).
+        share the number of tokens found in the prefix cache (a prefill has one causal past). A
+        first sequence over the budget comes alone (and is prefilled in chunks).
         """
         batch: list[_Sequence] = []
         past = longest = 0
         seats = self.config.max_batch - len(self.running)
         bs = self.cache.block_size
+        budget = min(self.config.max_prefill_tokens, self.config.prefill_chunk or self.config.max_prefill_tokens)
         while self.waiting:
             seq = self.waiting[0]
             tokens = seq.tokens()
             hits = self.blocks.lookup(tokens[:-1])  # the last token is always computed: its logits pick the next
             hit = len(hits) * bs
             width = max(longest, len(tokens) - hit)
-            if batch and (hit != past or width * (len(batch) + 1) > self.config.max_prefill_tokens):
+            if batch and (hit != past or width * (len(batch) + 1) > budget):
                 break
             partial = len(tokens) % bs > 0
             new_blocks = -(-len(tokens) // bs) - len(hits)
@@ -324,20 +337,33 @@ class Engine:
         return batch, past
 
     def _prefill(self, batch: list[_Sequence], past: int) -> list[StepOutput]:
+        """Compute the rows' tokens after `past` (a lone row: at most one chunk of them); rows done
+        get their first token and join the decode batch with their forked samples."""
         tokens = [s.tokens() for s in batch]
         new = [len(t) - past for t in tokens]
+        if self.config.prefill_chunk and len(batch) == 1:  # _admit batches only rows within a chunk
+            new[0] = min(new[0], self.config.prefill_chunk)
         ids = torch.zeros(len(batch), max(new), dtype=torch.long)  # (B, T) right-padded with id 0
         for row, t in enumerate(tokens):
-            ids[row, : new[row]] = torch.tensor(t[past:])
+            ids[row, : new[row]] = torch.tensor(t[past : past + new[row]])
         view = self.cache.batch([s.blocks for s in batch], [past] * len(batch), new)
         hidden = self.model.model(ids.to(self.device), cache=view, past_length=past).last_hidden_state  # (B, T, D)
+        for seq, t, n in zip(batch, tokens, new):
+            seq.cached = past + n
+            self._register_full_blocks(seq, t)
+        if batch[0].cached < len(tokens[0]):  # a chunk of a long prompt: a seat now, a token later
+            if self.prefilling is None:
+                self.prefilling = batch[0]
+                self.running.append(batch[0])
+            return []
+        if self.prefilling is not None:
+            self.running.remove(self.prefilling)
+            self.prefilling = None
         last = hidden[torch.arange(len(batch)), torch.tensor(new) - 1]  # (B, D): each row's last token
         logits = self.model.lm_head(last).float()  # (B, V)
         rows, logit_rows = [], []
         for row, (seq, t) in enumerate(zip(batch, tokens)):
             self.metrics.prompt_tokens += len(t) if not seq.output else 0
-            seq.cached = len(t)
-            self._register_full_blocks(seq, t)
             for s in [seq, *self._fork(seq)]:
                 rows.append(s)
                 logit_rows.append(row)
@@ -372,23 +398,24 @@ class Engine:
 
     def _decode(self) -> list[StepOutput]:
         self._reserve_slots()
-        if not self.running:
+        rows = [s for s in self.running if s is not self.prefilling]
+        if not rows:
             return []
-        n = len(self.running)
-        ids = torch.tensor([[s.output[-1]] for s in self.running], device=self.device)  # (B, 1)
-        view = self.cache.batch([s.blocks for s in self.running], [s.cached for s in self.running], [1] * n,
+        ids = torch.tensor([[s.output[-1]] for s in rows], device=self.device)  # (B, 1)
+        view = self.cache.batch([s.blocks for s in rows], [s.cached for s in rows], [1] * len(rows),
                                 share_prefix=True)  # the model is in the decode layout, which takes PrefixKV
         out = self.model(ids, attention_mask=view.attention_mask(), position_ids=view.position_ids(),
                          cache=view, past_length=view.past_length, logits_to_keep=1)
-        for seq in self.running:
+        for seq in rows:
             seq.cached += 1
             if seq.cached % self.cache.block_size == 0:
                 self._register_full_blocks(seq, seq.tokens())
-        return self._emit(list(self.running), out.logits[:, -1])
+        return self._emit(rows, out.logits[:, -1])
 
     def _reserve_slots(self) -> None:
         """Give every running sequence whose next token starts a block a new block, preempting the
-        most recently admitted sequences while none is left."""
+        most recently admitted sequences while none is left (a part-prefilled one never needs one:
+        it got blocks for its whole prompt)."""
         i = 0
         while i < len(self.running):
             seq = self.running[i]
@@ -405,8 +432,8 @@ class Engine:
 
     def _preempt(self, seq: _Sequence) -> None:
         """Free a running sequence's blocks and queue it first, to be recomputed (prompt + output)."""
-        self.blocks.release(seq.blocks)
-        seq.blocks, seq.cached, seq.registered, seq.parent = [], 0, 0, ROOT
+        self._release(seq)
+        seq.cached, seq.registered, seq.parent = 0, 0, ROOT
         self.waiting.appendleft(seq)
         self.metrics.preemptions += 1
 
@@ -449,11 +476,17 @@ class Engine:
         if not seqs:
             return
         for seq in seqs:
-            self.blocks.release(seq.blocks)
-            seq.blocks = []
+            self._release(seq)
         gone = set(map(id, seqs))
         self.running = [s for s in self.running if id(s) not in gone]
         self.metrics.finished_sequences += len(seqs)
+
+    def _release(self, seq: _Sequence) -> None:
+        """Drop `seq`'s blocks (and those kept for samples not forked off yet); it leaves `prefilling`."""
+        self.blocks.release(seq.blocks + seq.fork_blocks)
+        seq.blocks, seq.fork_blocks = [], []
+        if seq is self.prefilling:
+            self.prefilling = None
 
     # ----- convenience drivers -------------------------------------------------------------------
     def generate(self, prompts: Sequence[str | Sequence[int]], params: SamplingParams | None = None) -> list[Result]:

@@ -24,9 +24,11 @@ def stream_to(out: TextIO, engine: Engine, prompt: list[int], params: SamplingPa
     return "".join(parts), reason, tokens
 
 
-def generate(engine: Engine, prompt: str, params: SamplingParams, out: TextIO = sys.stdout,
-             err: TextIO = sys.stderr) -> str:
-    """Continue `prompt`, streaming the text to `out` and a one-line summary to `err`."""
+def generate(engine: Engine, prompt: str, params: SamplingParams, out: TextIO | None = None,
+             err: TextIO | None = None) -> str:
+    """Continue `prompt`, streaming the text to `out` and a one-line summary to `err` (default:
+    sys.stdout and sys.stderr as they are at the call, which redirection and test capture replace)."""
+    out, err = out or sys.stdout, err or sys.stderr
     ids = engine.encode_prompt(prompt)
     t0 = time.perf_counter()
     text, reason, tokens = stream_to(out, engine, ids, params)
@@ -38,8 +40,9 @@ def generate(engine: Engine, prompt: str, params: SamplingParams, out: TextIO = 
 
 
 def chat(engine: Engine, params: SamplingParams, system: str | None = None,
-         read: Callable[[str], str] = input, out: TextIO = sys.stdout) -> None:
+         read: Callable[[str], str] = input, out: TextIO | None = None) -> None:
     """A chat in the terminal with the Instruct template; /reset clears it, /exit or Ctrl-D ends it."""
+    out = out or sys.stdout
     params = engine.chat_params(params)
     head = [{"role": "system", "content": system}] if system else []
     messages = list(head)

@@ -65,7 +65,8 @@ def engine_metrics_text(engine: "Engine") -> str:
     """The engine's state and counters as /metrics serves them (read without locking: for monitoring)."""
     m, blocks = engine.metrics, engine.blocks
     return prometheus_text([
-        ("hunyuan_requests_running", "gauge", "Sequences (samples) in the decode batch.", len(engine.running)),
+        ("hunyuan_requests_running", "gauge", "Sequences (samples) admitted: decoding, or a long prompt in chunks.",
+         len(engine.running)),
         ("hunyuan_requests_waiting", "gauge", "Sequences waiting for admission (new or preempted).",
          len(engine.waiting)),
         ("hunyuan_prompt_tokens_total", "counter", "Prompt tokens admitted (computed or found cached).",

@@ -94,14 +94,48 @@ class Attention(nn.Module):
         return self.o_proj(self._attend(q, k, v, mask)), (k, v)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """q (B, T, Hq, d) over k, v (B, Hkv, S, d) -> (B, T, Hq*d)."""
+        """q (B, T, Hq, d) over k, v (B, Hkv, S, d) -> (B, T, Hq*d); no mask means causal."""
         B, T = q.shape[:2]
-        out = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k, v,  # (B, Hq, T, d), (B, Hkv, S, d), (B, Hkv, S, d)
-            attn_mask=mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=mask is None and T > 1,
-            enable_gqa=self.n_heads != self.n_kv,
-        )
+        if mask is None and 1 < T < k.shape[2]:  # causal after a cached past (a prefill chunk)
+            out = causal_after_past(q.transpose(1, 2), k, v)
+        else:
+            out = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k, v,  # (B, Hq, T, d), (B, Hkv, S, d), (B, Hkv, S, d)
+                attn_mask=mask,
+                dropout_p=self.dropout if self.training else 0.0,
+                is_causal=mask is None and T > 1,
+                enable_gqa=self.n_heads != self.n_kv,
+            )
         return out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
 
+
+def causal_after_past(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Causal attention of T queries that follow S - T cached keys (inference, no dropout):
+    q (B, Hq, T, d), k and v (B, Hkv, S, d) -> (B, Hq, T, d).
+
+    SDPA's `is_causal` aligns the mask top-left (query i sees keys 0..i), wrong once S > T, and an
+    explicit (T, S) mask costs memory in T * S. On CPU no mask is needed: the flash kernel runs the
+    queries over the past keys unmasked and over their own keys causally, and the two results merge
+    exactly by their log-sum-exps. Other devices take SDPA with a boolean mask (`masked_causal_after_past`).
+    """
+    if q.device.type != "cpu":
+        return masked_causal_after_past(q, k, v)
+    B, Hq, T, d = q.shape
+    Hkv, P = k.shape[1], k.shape[2] - T
+    g = Hq // Hkv  # query heads per KV head
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    # Unmasked, a KV head's g query heads are just g*T rows of queries: no K/V copy per query head.
+    past, lse_past = flash(q.reshape(B, Hkv, g * T, d), k[:, :, :P], v[:, :, :P])  # (B, Hkv, g*T, d), (B, Hkv, g*T)
+    own, lse_own = flash(q, k[:, :, P:].repeat_interleave(g, 1), v[:, :, P:].repeat_interleave(g, 1),
+                         is_causal=True)  # (B, Hq, T, d), (B, Hq, T)
+    lse_past, lse_own = lse_past.reshape(B, Hq, T, 1), lse_own[..., None]
+    lse = torch.logaddexp(lse_past, lse_own)
+    out = past.reshape(B, Hq, T, d) * (lse_past - lse).exp() + own * (lse_own - lse).exp()
+    return out.to(q.dtype)  # the log-sum-exps are float32 whatever the inputs
+
+
+def masked_causal_after_past(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """`causal_after_past` as one SDPA call with a boolean (T, S) mask aligned bottom-right."""
+    T, S = q.shape[2], k.shape[2]
+    mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1])

@@ -58,16 +58,17 @@ def attention_bias(
     attention_mask: torch.Tensor | None, T: int, S: int, dtype: torch.dtype, device: torch.device,
     segment_ids: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
-    """Additive (B, 1, T, S) mask, or None when plain causal attention (or none) suffices.
+    """Additive (B, 1, T, S) mask, or None when plain causal attention (or none) suffices: the T
+    new tokens see all S - T past ones and each other causally (attention.py aligns it).
 
     `attention_mask` (B, S) marks real keys with 1. `segment_ids` (B, T) (no past) numbers the
     documents packed into a row: a token attends only within its own (block-diagonal causal).
     Disallowed entries get the dtype's minimum rather than -inf, as the release does, so fully
     masked rows (left padding) stay finite.
     """
-    past = S - T
-    if attention_mask is None and segment_ids is None and (past == 0 or T == 1):
+    if attention_mask is None and segment_ids is None:
         return None
+    past = S - T
     q_pos = torch.arange(past, S, device=device)[:, None]
     allowed = torch.arange(S, device=device)[None, :] <= q_pos  # (T, S) causal
     allowed = allowed[None, None]
