@@ -1,0 +1,57 @@
+"""Samples of a task at a length: instances sized with the model's tokenizer, deterministic by seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ...errors import UserError
+from ...tokenizer import Tokenizer
+from .prompt import Built, prompt_ids
+from .tasks import TaskSpec
+
+
+@dataclass
+class Sample:
+    """One prompt of a task at a length, with what its answer must contain."""
+
+    task: str
+    length: int  # requested tokens: prompt + generation budget <= length
+    index: int
+    depth: float | None  # percent of the context before the (first asked) needle; None: no single needle
+    n: int  # haystack units that made the prompt fit
+    built: Built
+    ids: list[int] = field(repr=False)
+    max_new_tokens: int = 0  # the task's generation budget (RULER's tokens_to_generate)
+
+
+def depths(count: int) -> list[float]:
+    """`count` needle depths spread evenly over the context, 0% (start) to 100% (end)."""
+    return [50.0] if count == 1 else [100 * i / (count - 1) for i in range(count)]
+
+
+def make_samples(task: TaskSpec, tok: Tokenizer, length: int, count: int, seed: int = 0,
+                 chat: bool = False) -> list[Sample]:
+    """`count` samples of `task` whose prompt plus its generation budget fill at most `length` tokens
+    of `tok`, as close to it as a haystack unit allows."""
+    from .sizing import fit
+
+    b = task.builder
+    budget = length - b.max_new_tokens
+    if budget < 1:
+        raise UserError(f"length {length} is too small for {task.name}: its answer alone takes "
+                        f"{b.max_new_tokens} tokens")
+    samples = []
+    for i, depth in enumerate(depths(count) if task.has_depth else [None] * count):
+        key = f"ruler-{task.name}-{length}-{seed}-{i}"
+
+        def tokens(n: int) -> int:
+            return len(prompt_ids(tok, b.build(key, n, depth, length), chat))
+
+        try:
+            n = fit(tokens, budget, b.smallest)
+        except UserError:
+            raise UserError(f"length {length} is too small for {task.name}: its template with {b.smallest} "
+                            f"{b.unit}(s) and a {b.max_new_tokens}-token answer needs {tokens(b.smallest) + b.max_new_tokens}") from None
+        built = b.build(key, n, depth, length)
+        samples.append(Sample(task.name, length, i, depth, n, built, prompt_ids(tok, built, chat), b.max_new_tokens))
+    return samples
