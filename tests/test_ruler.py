@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from lm_eval.api.model import LM
 
 from hunyuan_large import HunyuanForCausalLM, ModelConfig, save_pretrained
 from hunyuan_large.cli import main
 from hunyuan_large.errors import UserError
+from hunyuan_large.eval.run import EvalRun, evaluate
 from hunyuan_large.eval.ruler import TASKS, make_samples, string_match_all, string_match_part
 from hunyuan_large.eval.ruler.fwe import zeta
 from hunyuan_large.eval.ruler.haystack import NOISE, essay_text, sentences
@@ -165,3 +167,33 @@ def test_hunyuan_eval_ruler_end_to_end(tmp_path, capsys, bpe):
             assert results["scores"][task][str(n)] == pytest.approx(sum(s["score"] for s in mine) / len(mine), abs=0.01)
     assert "| vt |" in (out / "results.md").read_text()
     assert (out / "ruler.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class HalfRight(LM):
+    """Replies with the first half of each document's answers (and the prompt seen, for checks)."""
+
+    prompts: list[str] = []
+
+    def loglikelihood(self, requests, disable_tqdm=False):
+        raise NotImplementedError
+
+    def loglikelihood_rolling(self, requests, disable_tqdm=False):
+        raise NotImplementedError
+
+    def generate_until(self, requests, disable_tqdm=False):
+        HalfRight.prompts += [r.args[0] for r in requests]
+        return [" and ".join(r.doc["outputs"][:max(1, len(r.doc["outputs"]) // 2)]).upper() for r in requests]
+
+
+def test_lm_eval_tasks_generate_size_and_score_as_ruler(tmp_path, bpe):
+    bpe.save(tmp_path)  # a folder with only a tokenizer is enough to size the documents
+    meta = {"pretrained": str(tmp_path), "max_seq_lengths": [1024, 2048], "num_samples": 2}
+    results = evaluate(HalfRight(), EvalRun(["hunyuan_ruler_niah_single_1", "hunyuan_ruler_vt"], metadata=meta))
+    scores = results["results"]
+    for task, expected in (("hunyuan_ruler_niah_single_1", 100.0), ("hunyuan_ruler_vt", 40.0)):  # vt: 2 of 5
+        assert scores[task]["1024,none"] == scores[task]["2048,none"] == expected
+        assert scores[task]["4096,none"] == -1  # not run
+    # The prompts lm-eval built are the generator's text plus the answer prefix, within each length.
+    niah = [p for p in HalfRight.prompts if p.startswith("A special magic number")]
+    assert len(niah) == 4 and all(p.endswith("mentioned in the provided text is") for p in niah)
+    assert all(len(bpe.encode_prompt(p)) + 128 <= n for p, n in zip(sorted(niah, key=len), (1024, 1024, 2048, 2048)))

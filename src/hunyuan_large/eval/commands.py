@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--apply-chat-template", action="store_true", help="prompts in the model's chat template")
     p.add_argument("--max-gen-toks", type=int, default=256, help="default generation budget of a request")
     p.add_argument("--seed", type=int, default=1234, help="few-shot sampling and generation seed")
+    p.add_argument("--metadata", help="JSON for the tasks' dataset hooks, e.g. '{\"max_seq_lengths\": [1024]}'")
     p.add_argument("--output", help="folder for results.json and results.md (default: runs/eval/<model>)")
     p.set_defaults(func=_eval)
     pp = p.add_subparsers(dest="eval_command", metavar="SUBCOMMAND")
@@ -57,8 +58,14 @@ def _eval(args: argparse.Namespace) -> None:
     if not args.model or not args.tasks:
         raise UserError("hunyuan eval needs --model DIR and --tasks T1,T2 (e.g. --tasks hunyuan_suite)")
     limit = None if args.limit is None else (int(args.limit) if args.limit >= 1 else args.limit)
+    try:
+        metadata = json.loads(args.metadata or "{}")
+    except json.JSONDecodeError as e:
+        raise UserError(f"--metadata is not JSON: {e}") from None
+    if not isinstance(metadata, dict):
+        raise UserError(f"--metadata must be a JSON object, got {args.metadata}")
     run = EvalRun([t for t in args.tasks.split(",") if t], args.include_path, limit, args.num_fewshot,
-                  args.apply_chat_template, args.seed)
+                  args.apply_chat_template, args.seed, {"pretrained": args.model, **metadata})
     lm = HunyuanLM(args.model, batch_size=args.batch_size, max_length=args.max_length, max_gen_toks=args.max_gen_toks,
                    device=args.device, dtype=args.dtype, seed=args.seed)
     results = evaluate(lm, run)
