@@ -153,12 +153,12 @@ def test_hunyuan_eval_ruler_end_to_end(tmp_path, capsys, bpe):
     bpe.save(folder)
     out = tmp_path / "out"
     assert main(["eval", "ruler", "--model", str(folder), "--tasks", "niah_single_1,vt", "--lengths", "1k,2k",
-                 "--samples", "2", "--batch-size", "4", "--device", "cpu", "--output", str(out)]) == 0
+                 "--samples", "1", "--batch-size", "4", "--device", "cpu", "--output", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| niah_single_1 |" in printed and "| **average** |" in printed
     assert "beyond the model's context of 512 tokens" in printed
     results = json.loads((out / "results.json").read_text())
-    assert results["lengths"] == [1024, 2048] and len(results["samples"]) == 2 * 2 * 2
+    assert results["lengths"] == [1024, 2048] and len(results["samples"]) == 2 * 2
     for s in results["samples"]:
         assert s["prompt_tokens"] + s["max_new_tokens"] <= s["length"]
     for task in ("niah_single_1", "vt"):
