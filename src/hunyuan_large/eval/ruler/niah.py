@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import random
 from dataclasses import dataclass
@@ -63,7 +62,7 @@ class Niah:
                      ANSWER_PREFIX.format(values=self.value_kind, query=query), answers)
 
     def _haystack(self, rng: random.Random, n: int, placed: list[tuple[float, str]]) -> str:
-        """`n` units with each needle inserted at its depth (a fraction of the units before it)."""
+        """`n` units with each needle inserted at its depth (the share of the haystack's words before it)."""
         if self.haystack == "essay":
             units, sep = sentences(essay_text(n)), " "
         elif self.haystack == "noise":
@@ -73,10 +72,8 @@ class Niah:
                                    value=random_value(rng, self.value_kind)) for _ in range(n)]
             sep = "\n"
         # A needle goes to the unit boundary nearest its depth in words (essay sentences vary in length).
-        ends = list(itertools.accumulate((len(u.split()) for u in units), initial=0))
-        slots = [bisect.bisect_left(ends, ends[-1] * d / 100) for d, _ in placed]
-        slots = [s - (s > 0 and ends[s] - ends[-1] * d / 100 > ends[-1] * d / 100 - ends[s - 1])
-                 for s, (d, _) in zip(slots, placed)]
+        ends = list(itertools.accumulate((len(u.split()) for u in units), initial=0))  # words before boundary k
+        slots = [min(range(len(ends)), key=lambda k: abs(ends[k] - ends[-1] * d / 100)) for d, _ in placed]
         # Insert from the back so earlier slots keep their meaning.
         for slot, (_, needle) in sorted(zip(slots, placed), key=lambda p: p[0], reverse=True):
             units.insert(slot, needle)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from ...errors import UserError
 from ...tokenizer import Tokenizer
 from .prompt import Built, prompt_ids
+from .sizing import fit
 from .tasks import TaskSpec
 
 
@@ -21,7 +22,7 @@ class Sample:
     n: int  # haystack units that made the prompt fit
     built: Built
     ids: list[int] = field(repr=False)
-    max_new_tokens: int = 0  # the task's generation budget (RULER's tokens_to_generate)
+    max_new_tokens: int  # the task's generation budget (RULER's tokens_to_generate)
 
 
 def depths(count: int) -> list[float]:
@@ -33,8 +34,6 @@ def make_samples(task: TaskSpec, tok: Tokenizer, length: int, count: int, seed: 
                  chat: bool = False) -> list[Sample]:
     """`count` samples of `task` whose prompt plus its generation budget fill at most `length` tokens
     of `tok`, as close to it as a haystack unit allows."""
-    from .sizing import fit
-
     b = task.builder
     budget = length - b.max_new_tokens
     if budget < 1:

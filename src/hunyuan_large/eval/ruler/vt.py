@@ -54,8 +54,7 @@ class VariableTracking:
             chain = pool[c * (self.hops + 1):(c + 1) * (self.hops + 1)]
             names.append(chain)
             statements = [f"VAR {chain[0]} = {values[c]}"] + [f"VAR {b} = VAR {a}" for a, b in zip(chain, chain[1:])]
-            slots = sorted(rng.sample(range(len(lines) + 1), len(statements))) if len(lines) + 1 >= len(statements) \
-                else [0] * len(statements)
+            slots = sorted(rng.choices(range(len(lines) + 1), k=len(statements)))
             for j, (slot, statement) in enumerate(zip(slots, statements)):
                 lines.insert(slot + j, statement)  # j: the statements already inserted before this slot
         return names, values, "\n".join(lines)
