@@ -145,6 +145,12 @@ def test_bad_input_is_one_clear_line(bpe):
     assert sentences("A b. C d! E") == ["A b.", "C d!", "E"]
 
 
+def test_eval_metadata_must_be_a_json_object(capsys):
+    for bad, message in (("{nope", "--metadata is not JSON"), ("[1]", "--metadata must be a JSON object")):
+        assert main(["eval", "--model", "unused", "--tasks", "hunyuan_ruler_vt", "--metadata", bad]) == 2
+        assert message in capsys.readouterr().err
+
+
 @pytest.mark.usefixtures("one_thread")
 def test_hunyuan_eval_ruler_end_to_end(tmp_path, capsys, bpe):
     folder = tmp_path / "model"  # the tiny preset (a 512-token context) with the haystack-trained vocabulary
