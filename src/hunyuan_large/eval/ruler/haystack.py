@@ -38,8 +38,10 @@ def essay_words() -> tuple[str, ...]:
 
 @functools.cache
 def vocabulary() -> tuple[str, ...]:
-    """Distinct lowercase words of the essay text (3-12 letters), sorted: the common-words pool."""
-    return tuple(sorted(set(re.findall(r"\b[a-z]{3,12}\b", " ".join(essay_words())))))
+    """Distinct lowercase words of the essay text (3-12 letters, whole words only, not fragments
+    like the "reak" of "b(reak)"), sorted: the common-words pool."""
+    words = {w.strip(".,;:!?()\"'") for w in essay_words()}
+    return tuple(sorted(w for w in words if w.isascii() and w.isalpha() and w.islower() and 3 <= len(w) <= 12))
 
 
 def essay_text(n: int) -> str:
