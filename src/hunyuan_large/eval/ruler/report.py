@@ -24,9 +24,11 @@ def plot(results: dict, path: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     lengths = results["lengths"]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for task, row in results["scores"].items():
-        ax.plot(lengths, [row[str(n)] for n in lengths], marker="o", lw=1, ms=3, label=task, alpha=0.8)
+    fig, ax = plt.subplots(figsize=(8.5, 4.2))
+    colors = plt.get_cmap("tab20").colors  # 20 distinct colours: every task its own
+    for i, (task, row) in enumerate(results["scores"].items()):
+        ax.plot(lengths, [row[str(n)] for n in lengths], marker="o", lw=1, ms=3, label=task, alpha=0.85,
+                color=colors[i % len(colors)])
     ax.plot(lengths, [results["average"][str(n)] for n in lengths], color="black", lw=2.5, marker="s", label="average")
     ax.set_xscale("log", base=2)
     ax.set_xticks(lengths, [f"{n // 1024}k" if n % 1024 == 0 else str(n) for n in lengths])
@@ -35,7 +37,7 @@ def plot(results: dict, path: Path, title: str) -> Path:
     ax.set_ylabel("string_match_all (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: lines stay visible
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
