@@ -103,7 +103,8 @@ def test_every_answer_is_recoverable_from_its_prompt(bpe):
 
                 assert {v for v in assigned if resolve(v) == value} == set(outputs) and len(outputs) == 5
             elif task.name == "cwe":
-                listed = re.findall(r"\d+\. (\S+)", text[text.rindex("Below is a numbered list"):].split("\nQuestion")[0])
+                question_list = text[text.rindex("Below is a numbered list"):].split("\nQuestion")[0]
+                listed = re.findall(r"\d+\. (\S+)", question_list)
                 counts = Counter(listed).most_common()
                 assert {w for w, _ in counts[:10]} == set(outputs) and counts[9][1] > counts[10][1]
             else:  # fwe

@@ -52,7 +52,8 @@ class Niah:
         rng.shuffle(rest)
         placed = [(50.0 if depth is None else depth, first), *zip(rng.choices(DEPTHS, k=len(rest)), rest)]
         context = self._haystack(rng, n, placed)
-        query = keys[asked[0]] if self.queries == 1 else ", ".join(keys[k] for k in asked[:-1]) + ", and " + keys[asked[-1]]
+        query = ", ".join(keys[k] for k in asked[:-1]) + ", and " + keys[asked[-1]] if self.queries > 1 \
+            else keys[asked[0]]
         answers = [v for k in asked for v in values[k]]
         if len(answers) == 1:
             value = self.value_kind[:-1]  # "number", "uuid"

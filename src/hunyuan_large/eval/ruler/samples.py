@@ -35,10 +35,6 @@ def make_samples(task: TaskSpec, tok: Tokenizer, length: int, count: int, seed: 
     """`count` samples of `task` whose prompt plus its generation budget fill at most `length` tokens
     of `tok`, as close to it as a haystack unit allows."""
     b = task.builder
-    budget = length - b.max_new_tokens
-    if budget < 1:
-        raise UserError(f"length {length} is too small for {task.name}: its answer alone takes "
-                        f"{b.max_new_tokens} tokens")
     samples = []
     for i, depth in enumerate(depths(count) if task.has_depth else [None] * count):
         key = f"ruler-{task.name}-{length}-{seed}-{i}"
@@ -46,11 +42,12 @@ def make_samples(task: TaskSpec, tok: Tokenizer, length: int, count: int, seed: 
         def tokens(n: int) -> int:
             return len(prompt_ids(tok, b.build(key, n, depth, length), chat))
 
-        try:
-            n = fit(tokens, budget, b.smallest)
-        except UserError:
+        least = tokens(b.smallest) + b.max_new_tokens
+        if least > length:
             raise UserError(f"length {length} is too small for {task.name}: its template with {b.smallest} "
-                            f"{b.unit}(s) and a {b.max_new_tokens}-token answer needs {tokens(b.smallest) + b.max_new_tokens}") from None
+                            f"{b.unit}(s) and a {b.max_new_tokens}-token answer needs {least}")
+        n = fit(tokens, length - b.max_new_tokens, b.smallest)
         built = b.build(key, n, depth, length)
-        samples.append(Sample(task.name, length, i, depth, n, built, prompt_ids(tok, built, chat), b.max_new_tokens))
+        ids = prompt_ids(tok, built, chat)
+        samples.append(Sample(task.name, length, i, depth, n, built, ids, b.max_new_tokens))
     return samples

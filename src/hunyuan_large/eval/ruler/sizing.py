@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ...errors import UserError
 
-
-def fit(tokens: Callable[[int], int], budget: int, smallest: int = 1, what: str = "prompt") -> int:
-    """The largest n >= smallest with tokens(n) <= budget, for tokens() growing with n.
+def fit(tokens: Callable[[int], int], budget: int, smallest: int = 1) -> int:
+    """The largest n >= smallest with tokens(n) <= budget, for tokens() growing with n and
+    tokens(smallest) <= budget (the caller checks, to say what is too small).
 
     Doubling finds a count over budget, bisection the boundary; only counts that were measured to
     fit are returned, so the budget holds even where tokens() is not strictly monotone."""
-    if tokens(smallest) > budget:
-        raise UserError(f"{what} needs {tokens(smallest)} tokens at its smallest, over the budget of {budget}")
     lo, hi = smallest, smallest * 2
     while tokens(hi) <= budget:
         lo, hi = hi, hi * 2
