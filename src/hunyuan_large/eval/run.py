@@ -28,6 +28,7 @@ class EvalRun:
     num_fewshot: int | None = None
     apply_chat_template: bool = False
     seed: int = 1234
+    metadata: dict | None = None  # passed to every task's dataset hook (the RULER tasks read `pretrained`)
 
 
 def _quiet_custom_dataset_hint(record: logging.LogRecord) -> bool:
@@ -36,7 +37,7 @@ def _quiet_custom_dataset_hint(record: logging.LogRecord) -> bool:
     return "Custom kwargs can be passed" not in record.getMessage()
 
 
-def task_manager(tasks: Sequence[str], include_path: Sequence[str | Path] = ()):
+def task_manager(tasks: Sequence[str], include_path: Sequence[str | Path] = (), metadata: dict | None = None):
     """lm-eval's task index over our tasks and the user's folders (later ones win), plus lm-eval's own
     tasks only when a name is not among those (indexing its ~15k tasks takes ~40 s on a CPU)."""
     from lm_eval.tasks import TaskManager
@@ -45,13 +46,13 @@ def task_manager(tasks: Sequence[str], include_path: Sequence[str | Path] = ()):
     if missing:
         raise UserError(f"--include-path {missing[0]} is not a folder")
     paths = [TASKS_DIR, *map(Path, include_path)]
-    manager = TaskManager(include_path=paths, include_defaults=False)
+    manager = TaskManager(include_path=paths, include_defaults=False, metadata=metadata)
     if not set(tasks) <= set(manager.all_tasks):
-        manager = TaskManager(include_path=paths)
+        manager = TaskManager(include_path=paths, metadata=metadata)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
         raise UserError(f"unknown task {unknown[0]!r}; the shipped ones are hunyuan_suite, hunyuan_arithmetic, "
-                        f"hunyuan_choice, hunyuan_text (see docs/evaluation.md), or add --include-path DIR")
+                        f"hunyuan_choice, hunyuan_text, hunyuan_ruler (see docs/evaluation.md), or add --include-path DIR")
     return manager
 
 
@@ -62,7 +63,7 @@ def evaluate(lm, run: EvalRun) -> dict:
     task_log = logging.getLogger("lm_eval.api.task")
     if _quiet_custom_dataset_hint not in task_log.filters:
         task_log.addFilter(_quiet_custom_dataset_hint)
-    manager = task_manager(run.tasks, run.include_path)
+    manager = task_manager(run.tasks, run.include_path, run.metadata)
     start = time.perf_counter()
     results = simple_evaluate(model=lm, tasks=list(run.tasks), task_manager=manager, limit=run.limit,
                               num_fewshot=run.num_fewshot, apply_chat_template=run.apply_chat_template,
