@@ -86,7 +86,7 @@ def summarize_set(s: AblationSet, planned: list[PlannedRun], out: Path) -> list[
     arms = []
     for arm in s.arms:
         runs = [r for r in planned if r.set == s.name and r.arm == arm.name]
-        results = [res for r in runs if (res := read_result(out / "runs" / r.folder, r)) is not None]
+        results = [res for r in runs if (res := read_result(out / r.folder, r)) is not None]
         factor = ", ".join(f"{k} = {v}" for k, v in arm.factor.items()) or "the base recipe"
         if s.match_active and arm is not s.arms[0]:
             factor += f"; intermediate_size = {runs[0].run['model']['intermediate_size']} (matched)"
@@ -126,7 +126,7 @@ def plot_set(s: AblationSet, arms: list[ArmSummary], out: Path) -> Path | None:
     for a in arms:
         curves = []
         for r, _ in zip(a.runs, a.results):
-            val = [x for x in MetricsLog(out / "runs" / r.folder / "metrics.jsonl").read()
+            val = [x for x in MetricsLog(out / r.folder / "metrics.jsonl").read()
                    if x.get("val_loss") is not None]
             curves.append(([x["tokens"] for x in val], [x["val_loss"] for x in val]))
         if not curves:

@@ -2,7 +2,8 @@
 
 The ablation folder holds `plan.json` (every set, arm and seed with its resolved config),
 `shared/` (one tokenizer and one tokenized corpus for all runs, as in a scaling sweep),
-`runs/<folder>/` (ordinary run folders: a killed run resumes from its last checkpoint) and
+a folder per run (`<set>-<arm>-s<seed>`, an ordinary run folder: a killed run resumes from its
+last checkpoint; runs of identical configs in several sets share one) and
 the report. A run whose folder holds `ablate.json` is finished and skipped; a failed run is
 reported and the suite goes on (it is retried on the next call).
 """
@@ -30,7 +31,10 @@ def run_suite(suite: Suite, console: Console | None = None, train: bool = True) 
     planned = suite.plan()
     write_json(suite.out / "plan.json", {"sets": [s.name for s in suite.sets],
                                          "runs": [r.__dict__ for r in planned]})
-    unique = list({r.folder: r for r in planned}.values())
+    firsts: dict[str, PlannedRun] = {}
+    for r in planned:
+        firsts.setdefault(r.folder, r)
+    unique = list(firsts.values())
     console.print(f"ablation {suite.out}: {len(suite.sets)} sets, {len(planned)} (set, arm, seed) runs, "
                   f"{len(unique)} distinct trainings")
     if train:
@@ -48,14 +52,14 @@ def _shared_tokenizer(suite: Suite, first: PlannedRun, console: Console) -> Path
 
 def _train_all(runs: list[PlannedRun], out: Path, tokenizer: Path, console: Console) -> None:
     """Train each run not finished yet, with the suite's progress and an ETA between runs."""
-    todo = [r for r in runs if not finished(out / "runs" / r.folder, r)]
+    todo = [r for r in runs if not finished(out / r.folder, r)]
     console.print(f"{len(runs) - len(todo)} finished earlier (skipped), {len(todo)} to train")
     spent: list[float] = []
     for i, r in enumerate(todo, 1):
         eta = f", ETA {(len(todo) - i + 1) * sum(spent) / len(spent) / 60:.0f} min" if spent else ""
         console.rule(f"[{i}/{len(todo)}] {r.folder}: {r.set} / {r.arm}, seed {r.seed}{eta}")
         start = time.perf_counter()
-        error = _train_one(r, out / "runs" / r.folder, tokenizer, console)
+        error = _train_one(r, out / r.folder, tokenizer, console)
         spent.append(time.perf_counter() - start)
         if error:
             console.print(f"run {r.folder} failed: {error}", style="red", markup=False)
