@@ -2,7 +2,8 @@
 
 Final validation loss is given as mean ± sample std over seeds with the min–max range. An arm's
 difference from the reference is called real only when the two arms' seed ranges do not overlap;
-otherwise it is "within seed spread" (with one seed there is no spread, and it says so).
+otherwise it is "within seed spread" (with one seed there is no spread, and it says so). Arms of one
+seed share initial weights and data order, so the per-seed differences are listed too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from rich.console import Console
 from ..errors import UserError
 from ..report import human
 from ..scaling.files import write_json
+from ..tomlio import format_value
 from ..train.metrics import MetricsLog, save_line_plot
 from .suite import AblationSet, PlannedRun, Suite
 
@@ -43,14 +45,14 @@ class ArmSummary:
     name: str
     factor: str
     runs: list[PlannedRun]
-    results: list[dict]
+    results: dict[int, dict]  # seed -> result, finished runs only
 
     @property
     def losses(self) -> list[float]:
-        return [x["val_loss"] for x in self.results]
+        return [x["val_loss"] for x in self.results.values()]
 
     def mean(self, key: str = "val_loss") -> float | None:
-        vals = [x[key] for x in self.results if x.get(key) is not None]
+        vals = [x[key] for x in self.results.values() if x.get(key) is not None]
         return sum(vals) / len(vals) if vals else None
 
     def loss_cell(self) -> str:
@@ -72,13 +74,15 @@ def verdict(arm: ArmSummary, ref: ArmSummary) -> str:
     if not arm.losses or not ref.losses:
         return "–"
     delta = arm.mean() - ref.mean()
-    text = f"{delta:+.4f}"
+    seeds = sorted(set(arm.results) & set(ref.results))
+    paired = "/".join(f"{arm.results[k]['val_loss'] - ref.results[k]['val_loss']:+.3f}" for k in seeds)
+    text = f"{delta:+.4f}" + (f" (per seed {paired})" if len(seeds) > 1 else "")
     if len(arm.losses) < 2 or len(ref.losses) < 2:
-        return f"{text} (1 seed: no spread)"
+        return f"{text}: 1 seed, no spread"
     overlap = min(arm.losses) <= max(ref.losses) and min(ref.losses) <= max(arm.losses)
     if overlap:
-        return f"{text} (within seed spread)"
-    return f"{text} ({'worse' if delta > 0 else 'better'}, outside seed spread)"
+        return f"{text}: within seed spread"
+    return f"{text} ({'worse' if delta > 0 else 'better'}: outside seed spread)"
 
 
 def summarize_set(s: AblationSet, planned: list[PlannedRun], out: Path) -> list[ArmSummary]:
@@ -86,8 +90,8 @@ def summarize_set(s: AblationSet, planned: list[PlannedRun], out: Path) -> list[
     arms = []
     for arm in s.arms:
         runs = [r for r in planned if r.set == s.name and r.arm == arm.name]
-        results = [res for r in runs if (res := read_result(out / r.folder, r)) is not None]
-        factor = ", ".join(f"{k} = {v}" for k, v in arm.factor.items()) or "the base recipe"
+        results = {r.seed: res for r in runs if (res := read_result(out / r.folder, r)) is not None}
+        factor = ", ".join(f"{k} = {format_value(v)}" for k, v in arm.factor.items()) or "the base recipe"
         if s.match_active and arm is not s.arms[0]:
             factor += f"; intermediate_size = {runs[0].run['model']['intermediate_size']} (matched)"
         arms.append(ArmSummary(arm.name, factor, runs, results))
@@ -105,7 +109,7 @@ def set_table(s: AblationSet, arms: list[ArmSummary]) -> str:
         pct = lambda k: "–" if a.mean(k) is None else f"{100 * a.mean(k):.2f}%"  # noqa: E731
         load = a.mean("load_max_over_mean")
         tps = a.mean("tokens_per_s")
-        kv = a.results[0]["kv_bytes_per_token"] if a.results else None
+        kv = next(iter(a.results.values()))["kv_bytes_per_token"] if a.results else None
         cells = [a.name, a.factor, f"{human(r.active)} / {human(r.total)}", a.loss_cell(), a.range_cell(),
                  verdict(a, ref), "–" if load is None else f"{load:.2f}", pct("dropped_frac"),
                  pct("recycled_frac"), "–" if tps is None else f"{tps:,.0f}", "–" if kv is None else f"{kv:,}"]
@@ -125,7 +129,7 @@ def plot_set(s: AblationSet, arms: list[ArmSummary], out: Path) -> Path | None:
     drawn = False
     for a in arms:
         curves = []
-        for r, _ in zip(a.runs, a.results):
+        for r in (r for r in a.runs if r.seed in a.results):
             val = [x for x in MetricsLog(out / r.folder / "metrics.jsonl").read()
                    if x.get("val_loss") is not None]
             curves.append(([x["tokens"] for x in val], [x["val_loss"] for x in val]))
@@ -157,7 +161,8 @@ def write_report(suite: Suite, planned: list[PlannedRun], console: Console) -> P
     parts = [f"# Ablation report: {out}\n",
              "Final validation loss is mean ± sample std over seeds (n), with the min–max range. "
              "A difference from the reference (the first arm) is called real only when the seed ranges "
-             "do not overlap; otherwise it is within the seed spread. Tokens/s is the median of the "
+             "do not overlap; otherwise it is within the seed spread. The per-seed differences (arms of one seed "
+             "share initial weights and data order) follow the mean difference. Tokens/s is the median of the "
              "run's log intervals; expert load is the busiest expert's share × E after capacity "
              "(1.0 = balanced), mean over layers, last 10% of training; KV bytes per token in bf16.\n"]
     results = {}
