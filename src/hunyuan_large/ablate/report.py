@@ -20,10 +20,11 @@ from ..report import human
 from ..scaling.files import write_json
 from ..tomlio import format_value
 from ..train.metrics import MetricsLog, save_line_plot
+from ..train.stats import load_max_over_mean
 from .suite import AblationSet, PlannedRun, Suite
 
 DONE_FILE = "ablate.json"
-AVERAGED = ("tokens_per_s", "load_max_over_mean", "dropped_frac", "recycled_frac")
+AVERAGED = ("tokens_per_s", "router_load_max_over_mean", "load_max_over_mean", "dropped_frac", "recycled_frac")
 
 
 def read_result(run_dir: Path, r: PlannedRun) -> dict | None:
@@ -35,7 +36,8 @@ def read_result(run_dir: Path, r: PlannedRun) -> dict | None:
     if record["run"] != r.run:
         raise UserError(f"{run_dir} holds a run of a different config (the suite file changed since): "
                         "use another `out` folder or delete that run's folder")
-    return record["result"]
+    routed = [x["router_load"] for x in MetricsLog(run_dir / "metrics.jsonl").read() if x.get("router_load")]
+    return {**record["result"], "router_load_max_over_mean": load_max_over_mean(routed) if routed else None}
 
 
 @dataclass
@@ -101,17 +103,17 @@ def summarize_set(s: AblationSet, planned: list[PlannedRun], out: Path) -> list[
 def set_table(s: AblationSet, arms: list[ArmSummary]) -> str:
     """The markdown table of one set."""
     head = ["arm", "factor", "activated / total params", "final val loss", "seed range", "vs reference",
-            "expert load max/mean", "dropped", "recycled", "tokens/s", "KV bytes/token"]
+            "router load max/mean", "expert load max/mean", "dropped", "recycled", "tokens/s", "KV bytes/token"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ref = arms[0]
     for a in arms:
         r = a.runs[0]
         pct = lambda k: "–" if a.mean(k) is None else f"{100 * a.mean(k):.2f}%"  # noqa: E731
-        load = a.mean("load_max_over_mean")
+        load, chosen = a.mean("load_max_over_mean"), a.mean("router_load_max_over_mean")
         tps = a.mean("tokens_per_s")
         kv = next(iter(a.results.values()))["kv_bytes_per_token"] if a.results else None
         cells = [a.name, a.factor, f"{human(r.active)} / {human(r.total)}", a.loss_cell(), a.range_cell(),
-                 verdict(a, ref), "–" if load is None else f"{load:.2f}", pct("dropped_frac"),
+                 verdict(a, ref), "–" if chosen is None else f"{chosen:.2f}", "–" if load is None else f"{load:.2f}", pct("dropped_frac"),
                  pct("recycled_frac"), "–" if tps is None else f"{tps:,.0f}", "–" if kv is None else f"{kv:,}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -163,8 +165,10 @@ def write_report(suite: Suite, planned: list[PlannedRun], console: Console) -> P
              "A difference from the reference (the first arm) is called real only when the seed ranges "
              "do not overlap; otherwise it is within the seed spread. The per-seed differences (arms of one seed "
              "share initial weights and data order) follow the mean difference. Tokens/s is the median of the "
-             "run's log intervals; expert load is the busiest expert's share × E after capacity "
-             "(1.0 = balanced), mean over layers, last 10% of training; KV bytes per token in bf16.\n"]
+             "run's log intervals; router load is the busiest expert's share of the router's choices × E "
+             "(1.0 = balanced), expert load the same after capacity (what the experts computed), both mean "
+             "over layers, last 10% of training; dropped and recycled are shares of all token choices over "
+             "the run; KV bytes per token in bf16.\n"]
     results = {}
     for s in suite.sets:
         arms = summarize_set(s, planned, out)
