@@ -144,7 +144,8 @@ def final_val(run_dir: Path) -> float:
 
 
 def test_micro_suite_runs_resumes_and_reports(tmp_path, monkeypatch):
-    monkeypatch.setattr("hunyuan_large.train.trainer.write_plots", lambda records, out: [])  # per-run PNGs: not tested here
+    # The trainer's own per-run PNGs cost seconds each and are not what this test is about.
+    monkeypatch.setattr("hunyuan_large.train.trainer.write_plots", lambda records, out: [])
     path = micro_suite(tmp_path)
     suite = Suite.load(path)
     out = suite.out

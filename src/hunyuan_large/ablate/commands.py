@@ -11,7 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("suite", help="an ablation suite TOML (configs/ablate.toml)")
     p.add_argument("--quick", action="store_true", help="the suite's [quick] variant (smaller, about 15 CPU minutes)")
     p.add_argument("--out", help="the ablation folder (default: the suite's out)")
-    p.add_argument("--report-only", action="store_true", help="rebuild the report from the finished runs; train nothing")
+    p.add_argument("--report-only", action="store_true",
+                   help="rebuild the report from the finished runs; train nothing")
     p.set_defaults(func=_ablate)
 
 

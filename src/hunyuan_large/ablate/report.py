@@ -108,15 +108,18 @@ def set_table(s: AblationSet, arms: list[ArmSummary]) -> str:
     ref = arms[0]
     for a in arms:
         r = a.runs[0]
-        pct = lambda k: "–" if a.mean(k) is None else f"{100 * a.mean(k):.2f}%"  # noqa: E731
-        load, chosen = a.mean("load_max_over_mean"), a.mean("router_load_max_over_mean")
-        tps = a.mean("tokens_per_s")
         kv = next(iter(a.results.values()))["kv_bytes_per_token"] if a.results else None
         cells = [a.name, a.factor, f"{human(r.active)} / {human(r.total)}", a.loss_cell(), a.range_cell(),
-                 verdict(a, ref), "–" if chosen is None else f"{chosen:.2f}", "–" if load is None else f"{load:.2f}", pct("dropped_frac"),
-                 pct("recycled_frac"), "–" if tps is None else f"{tps:,.0f}", "–" if kv is None else f"{kv:,}"]
+                 verdict(a, ref), _cell(a.mean("router_load_max_over_mean"), "{:.2f}"),
+                 _cell(a.mean("load_max_over_mean"), "{:.2f}"), _cell(a.mean("dropped_frac"), "{:.2%}"),
+                 _cell(a.mean("recycled_frac"), "{:.2%}"), _cell(a.mean("tokens_per_s"), "{:,.0f}"),
+                 _cell(kv, "{:,}")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cell(value: float | None, spec: str) -> str:
+    return "–" if value is None else spec.format(value)
 
 
 def plot_set(s: AblationSet, arms: list[ArmSummary], out: Path) -> Path | None:

@@ -10,13 +10,13 @@ reported and the suite goes on (it is retried on the next call).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 from rich.console import Console
 
 from ..accounting import kv_cache_bytes_per_token
-from ..errors import UserError
 from ..scaling.files import write_json
 from ..scaling.run import train_in_sweep
 from ..train import RunConfig
@@ -30,7 +30,7 @@ def run_suite(suite: Suite, console: Console | None = None, train: bool = True) 
     console = console or Console()
     planned = suite.plan()
     write_json(suite.out / "plan.json", {"sets": [s.name for s in suite.sets],
-                                         "runs": [r.__dict__ for r in planned]})
+                                         "runs": [dataclasses.asdict(r) for r in planned]})
     firsts: dict[str, PlannedRun] = {}
     for r in planned:
         firsts.setdefault(r.folder, r)
@@ -70,8 +70,8 @@ def _train_one(r: PlannedRun, run_dir: Path, tokenizer: Path, console: Console) 
     start = time.perf_counter()
     try:
         trainer, trained = train_in_sweep(r.run, run_dir, tokenizer, console)
-    except UserError as e:
-        return str(e)
+    except Exception as e:  # noqa: BLE001 - one bad run must not stop the suite; it is reported and retried
+        return f"{type(e).__name__}: {e}"
     if trained.interrupted:
         console.print("ablation interrupted: rerun the same command to resume")
         raise KeyboardInterrupt

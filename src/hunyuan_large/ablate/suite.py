@@ -68,10 +68,6 @@ class PlannedRun:
     active: int
     total: int
 
-    @property
-    def key(self) -> str:
-        return config_key(self.run)
-
 
 @dataclass(frozen=True)
 class Suite:
@@ -104,7 +100,9 @@ class Suite:
         for name, n in seeds.items():
             if name not in names:
                 raise SuiteError(f"{path}: quick.seeds names set {name!r}, which is not one of {', '.join(names)}")
-        sets = tuple(AblationSet(s.name, s.claim, s.arms, int(seeds.get(s.name, s.seeds)), s.match_active)
+            if not isinstance(n, int) or n < 1:
+                raise SuiteError(f"{path}: quick.seeds.{name} must be an integer >= 1, got {n!r}")
+        sets = tuple(AblationSet(s.name, s.claim, s.arms, seeds.get(s.name, s.seeds), s.match_active)
                      for s in sets)
         return cls(Path(out), base, sets)
 
@@ -161,8 +159,7 @@ def match_width(model: ModelConfig, target_active: int) -> int:
     """
     f = model.intermediate_size
     a0, a1 = params(model.replace(intermediate_size=f))[0], params(model.replace(intermediate_size=f + 1))[0]
-    width = max(1, round(f + (target_active - a0) / (a1 - a0)))
-    return width
+    return max(1, round(f + (target_active - a0) / (a1 - a0)))
 
 
 def _read_set(raw: Any, i: int, path: str | Path) -> AblationSet:
@@ -171,7 +168,8 @@ def _read_set(raw: Any, i: int, path: str | Path) -> AblationSet:
         raise SuiteError(f"{where} must be a table with a name")
     unknown = set(raw) - {"name", "claim", "arms", "seeds", "match_active"}
     if unknown:
-        raise SuiteError(f"{where}: unknown key {sorted(unknown)[0]!r} (allowed: name, claim, arms, seeds, match_active)")
+        raise SuiteError(f"{where}: unknown key {sorted(unknown)[0]!r} "
+                         "(allowed: name, claim, arms, seeds, match_active)")
     arms = []
     for j, a in enumerate(raw.get("arms", [])):
         if not isinstance(a, dict) or not isinstance(a.get("name"), str):
