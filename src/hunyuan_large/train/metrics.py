@@ -112,7 +112,8 @@ def write_plots(records: list[dict], out_dir: Path) -> list[Path]:
                 continue
             grid = np.array([r["router_load"][i] for r in loads]).T  # (E, logged steps)
             im = ax.imshow(grid, aspect="auto", cmap="viridis", origin="lower",
-                           extent=(steps[0], steps[-1], -0.5, grid.shape[0] - 0.5))
+                           # a single logged step gets a unit-wide column (equal x limits are singular)
+                           extent=(steps[0], max(steps[-1], steps[0] + 1), -0.5, grid.shape[0] - 0.5))
             ax.set_title(f"layer {i}", fontsize=9)
             ax.set_xlabel("step", fontsize=8)
             if i % cols == 0:
