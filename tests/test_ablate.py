@@ -16,7 +16,7 @@ from hunyuan_large.ablate import Suite, run_suite
 from hunyuan_large.ablate.suite import SuiteError, model_of
 from hunyuan_large.accounting import count_params
 from hunyuan_large.cli import main
-from hunyuan_large.train import RunConfig
+from hunyuan_large.train import RunConfig, Trainer
 
 from .conftest import ROOT
 from .test_train import CODE
@@ -149,7 +149,27 @@ def test_micro_suite_runs_resumes_and_reports(tmp_path, monkeypatch):
     path = micro_suite(tmp_path)
     suite = Suite.load(path)
     out = suite.out
-    report = run_suite(suite, Console(quiet=True))
+
+    # Ctrl-C during step 3 of the second run: the first run is finished, the second keeps its
+    # step-2 checkpoint, and the suite stops; the rerun skips the first and resumes the second.
+    step, calls = Trainer._step, []
+
+    def interrupt_second_run(self, i, acc):
+        calls.append(i)
+        if calls.count(0) == 2 and i == 2:
+            raise KeyboardInterrupt
+        return step(self, i, acc)
+
+    monkeypatch.setattr(Trainer, "_step", interrupt_second_run)
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(suite, Console(quiet=True))
+    assert [p.parent.name for p in out.glob("*/ablate.json")] == ["routing-recycle-s0"]
+    assert [p.name for p in (out / "routing-drop-s0").glob("ckpt-*")] == ["ckpt-0000002"]
+    monkeypatch.setattr(Trainer, "_step", step)
+    console = Console(record=True, width=200)
+    report = run_suite(suite, console)
+    log = console.export_text()
+    assert "1 finished earlier (skipped), 4 to train" in log and "resuming from ckpt-0000002 (step 2)" in log
     folders = sorted(p.parent.name for p in out.glob("*/ablate.json"))
     assert folders == ["lb-aux-0-s0", "routing-drop-s0", "routing-drop-s1", "routing-recycle-s0", "routing-recycle-s1"]
     assert all((out / f / "data").is_symlink() for f in folders)  # tokenized once
