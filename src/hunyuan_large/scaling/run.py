@@ -102,11 +102,11 @@ def _run_point(point: PlanPoint, run_dir: Path, tokenizer: Path, console: Consol
     if loss is None or not math.isfinite(loss):
         return PointResult(point.name, point.budget, "failed",
                            error=f"no finite validation loss ({loss}); is data.val_fraction 0?")
-    model_cfg = trainer.model.config
+    model_cfg, seq_len = trainer.model.config, trainer.cfg.data.seq_len
     n_active = count_params(model_cfg).active
     tokens = trained.summary["tokens"]
     result = PointResult(point.name, point.budget, "ok", n_active, tokens,
-                         flops_per_token(model_cfg, trainer.cfg.data.seq_len) * tokens, paper_compute(n_active, tokens),
+                         flops_per_token(model_cfg, seq_len) * tokens, paper_compute(n_active, tokens),
                          loss, trainer.tokens_per_step, time.perf_counter() - start)
     write_json(run_dir / DONE_FILE, {"run": point.run, "result": dataclasses.asdict(result)})
     return result
