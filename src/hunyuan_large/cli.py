@@ -11,7 +11,7 @@ from .errors import UserError
 
 # Packages whose commands.py has `register(subparsers)`; the order is the order of `--help`.
 COMMAND_MODULES = ("commands", "train.commands", "posttrain.commands", "infer.commands", "convert.commands",
-                   "eval.commands", "synth.commands", "scaling.commands")
+                   "eval.commands", "synth.commands", "scaling.commands", "ablate.commands")
 
 # Failures of the machine, not of the program: one line naming the cause, no traceback.
 _ENVIRONMENT_ERRNOS = {

@@ -21,7 +21,7 @@ from rich.console import Console
 from ..accounting import count_params, flops_per_token, paper_compute
 from ..config import padded_vocab
 from ..errors import UserError
-from ..train import RunConfig, Trainer
+from ..train import RunConfig, Trainer, TrainResult
 from ..train.data_setup import prepare_tokenizer
 from .files import write_json
 from .plan import Plan, PlanPoint
@@ -91,14 +91,9 @@ def _finished(point: PlanPoint, run_dir: Path) -> PointResult | None:
 
 def _run_point(point: PlanPoint, run_dir: Path, tokenizer: Path, console: Console) -> PointResult:
     """Train one point (resuming its checkpoint); any error becomes a failed record."""
-    raw = {**point.run, "run_dir": str(run_dir)}
-    raw["tokenizer"] = {**raw.get("tokenizer", {}), "path": str(tokenizer)}
     start = time.perf_counter()
     try:
-        cfg = RunConfig.from_dict(raw)
-        _share_data(cfg, run_dir)
-        trainer = Trainer(cfg, console)
-        trained = trainer.run()
+        trainer, trained = train_in_sweep(point.run, run_dir, tokenizer, console)
     except Exception as e:  # noqa: BLE001 - one bad point must not stop the sweep; the error is recorded
         return PointResult(point.name, point.budget, "failed", error=f"{type(e).__name__}: {e}")
     if trained.interrupted:
@@ -107,17 +102,27 @@ def _run_point(point: PlanPoint, run_dir: Path, tokenizer: Path, console: Consol
     if loss is None or not math.isfinite(loss):
         return PointResult(point.name, point.budget, "failed",
                            error=f"no finite validation loss ({loss}); is data.val_fraction 0?")
-    model_cfg = trainer.model.config
+    model_cfg, seq_len = trainer.model.config, trainer.cfg.data.seq_len
     n_active = count_params(model_cfg).active
     tokens = trained.summary["tokens"]
     result = PointResult(point.name, point.budget, "ok", n_active, tokens,
-                         flops_per_token(model_cfg, cfg.data.seq_len) * tokens, paper_compute(n_active, tokens),
+                         flops_per_token(model_cfg, seq_len) * tokens, paper_compute(n_active, tokens),
                          loss, trainer.tokens_per_step, time.perf_counter() - start)
     write_json(run_dir / DONE_FILE, {"run": point.run, "result": dataclasses.asdict(result)})
     return result
 
 
-def _share_data(cfg: RunConfig, run_dir: Path) -> None:
+def train_in_sweep(run: dict, run_dir: Path, tokenizer: Path, console: Console) -> tuple[Trainer, TrainResult]:
+    """Train (or resume) one run of a sweep in run_dir, with the sweep's tokenizer and data cache."""
+    raw = {**run, "run_dir": str(run_dir)}
+    raw["tokenizer"] = {**raw.get("tokenizer", {}), "path": str(tokenizer)}
+    cfg = RunConfig.from_dict(raw)
+    share_data(cfg, run_dir)
+    trainer = Trainer(cfg, console)
+    return trainer, trainer.run()
+
+
+def share_data(cfg: RunConfig, run_dir: Path) -> None:
     """Link the run's data cache to the sweep's, so the corpus is tokenized once for all points.
 
     The trainer caches tokenized shards in run_dir/data and rebuilds them when the sources or

@@ -90,12 +90,12 @@ def write_plots(records: list[dict], out_dir: Path) -> list[Path]:
     ax.plot([r["tokens"] for r in train], [r["loss"] for r in train], label="train", lw=1)
     if val:
         ax.plot([r["tokens"] for r in val], [r["val_loss"] for r in val], "o-", label="validation")
-    paths.append(_save_line_plot(fig, ax, "tokens", "cross-entropy (nats)", "loss", out_dir / "loss.png"))
+    paths.append(save_line_plot(fig, ax, "tokens", "cross-entropy (nats)", "loss", out_dir / "loss.png"))
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for group, style in zip(train[0]["lr"], ("-", "-", "--", ":")):
         ax.plot([r["step"] for r in train], [r["lr"][group] for r in train], style, label=group)
-    paths.append(_save_line_plot(fig, ax, "step", "learning rate", "learning-rate schedule by parameter group",
+    paths.append(save_line_plot(fig, ax, "step", "learning rate", "learning-rate schedule by parameter group",
                                  out_dir / "lr.png"))
 
     loads = [r for r in train if r.get("router_load")]
@@ -112,7 +112,8 @@ def write_plots(records: list[dict], out_dir: Path) -> list[Path]:
                 continue
             grid = np.array([r["router_load"][i] for r in loads]).T  # (E, logged steps)
             im = ax.imshow(grid, aspect="auto", cmap="viridis", origin="lower",
-                           extent=(steps[0], steps[-1], -0.5, grid.shape[0] - 0.5))
+                           # a single logged step gets a unit-wide column (equal x limits are singular)
+                           extent=(steps[0], max(steps[-1], steps[0] + 1), -0.5, grid.shape[0] - 0.5))
             ax.set_title(f"layer {i}", fontsize=9)
             ax.set_xlabel("step", fontsize=8)
             if i % cols == 0:
@@ -124,7 +125,8 @@ def write_plots(records: list[dict], out_dir: Path) -> list[Path]:
     return paths
 
 
-def _save_line_plot(fig, ax, xlabel: str, ylabel: str, title: str, path: Path) -> Path:
+def save_line_plot(fig, ax, xlabel: str, ylabel: str, title: str, path: Path) -> Path:
+    """Label, title, legend and grid an axis, then write its figure as a PNG."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

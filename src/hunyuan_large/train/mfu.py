@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 import torch
 
 
+@functools.cache
 def measure_peak_flops(device: torch.device, seconds: float = 0.5) -> float:
     """FLOP/s of the best large square GEMM: fp32 on CPU, bf16 on CUDA (what training computes in).
 
     The best of a few sizes and repeats, so MFU is measured against the most this machine does.
+    Measured once per process and device: a sweep of many runs pays for it once.
     """
     sizes, dtype = ((1024, 2048), torch.float32) if device.type == "cpu" else ((4096, 8192), torch.bfloat16)
     return max(gemm_flops(n, dtype, device, seconds / len(sizes)) for n in sizes)

@@ -70,8 +70,14 @@ def summarize(records: list[dict], total_steps: int) -> dict:
                    mfu=sorted(r["mfu"] for r in train)[len(train) // 2], final_loss=train[-1]["loss"])
         loads = [r["expert_load"] for r in train if "expert_load" in r]
         if loads:
-            last = torch.tensor(loads[-max(1, len(loads) // 10):]).mean(0)  # (layers, E), last 10%
-            out["expert_load_max_over_mean"] = float((last.max(1).values * last.shape[1]).mean())
+            out["expert_load_max_over_mean"] = load_max_over_mean(loads)
             out["dropped_frac"] = sum(r["dropped_frac"] for r in train if "dropped_frac" in r) / len(loads)
             out["recycled_frac"] = sum(r["recycled_frac"] for r in train if "recycled_frac" in r) / len(loads)
     return out
+
+
+def load_max_over_mean(loads: list) -> float:
+    """The busiest expert's share x E (1.0 = balanced), mean over layers, over the last 10% of
+    logged (layers, E) load shares."""
+    last = torch.tensor(loads[-max(1, len(loads) // 10):]).mean(0)  # (layers, E)
+    return float((last.max(1).values * last.shape[1]).mean())
