@@ -12,7 +12,7 @@ import pytest
 
 from hunyuan_large.errors import UserError
 from hunyuan_large.synth.minhash import MinHashIndex
-from hunyuan_large.synth.parsing import final_number, is_refusal, parse_rating
+from hunyuan_large.synth.parsing import LEAK_WORDS_RE, final_number, is_refusal, parse_rating
 
 pytest.importorskip("httpx")
 from hunyuan_large.synth.backends import BackendConfig, OpenAIBackend, Request  # noqa: E402
@@ -38,6 +38,19 @@ def test_final_number(text, answer):
 def test_refusals():
     assert is_refusal("I'm sorry, but I can't help with that.") and is_refusal("As an AI, I won't")
     assert not is_refusal("Sorting a list in Python is easy.")
+
+
+@pytest.mark.parametrize("text, leaks", [
+    ("#Reply#\nI'm looking for a new puppy.", True),  # SmolLM2 invents marker headers
+    ("Intro\n  #Teacher's Example#\nWhat do you need?", True),
+    ("Here's a rewritten version of the instruction: sort a list", True),
+    ("Here is the revised passage with additional instructions", True),
+    ("Rewritten Instruction: sort a list", True),
+    ("# Sorting\nSort a list of 10 numbers in C# and explain #include in C.", False),
+    ("Write a function; use #pragma once in the header.", False),
+])
+def test_leaked_template_words(text, leaks):
+    assert bool(LEAK_WORDS_RE.search(text)) == leaks
 
 
 def _jaccard(a: str, b: str, n: int = 3) -> float:

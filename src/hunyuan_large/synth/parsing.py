@@ -16,7 +16,11 @@ _TIER = re.compile(r"\b(" + "|".join(TIERS) + r")\b", re.I)
 
 from .prompts import LEAK_WORDS
 
-LEAK_WORDS_RE = re.compile("|".join(re.escape(w) for w in LEAK_WORDS), re.I)
+# The template's words, any "#Header#" line in the prompts' marker style ("#Reply#", "#Teacher's
+# Example#": small models invent new ones), and "here is a rewritten/revised version" preambles.
+LEAK_WORDS_RE = re.compile("|".join([*(re.escape(w) for w in LEAK_WORDS), r"^\s*#[A-Za-z][\w' -]{0,40}#",
+                                     r"\bhere(?:'s| is) (?:a|the|my) (?:rewritten|revised|rephrased)\b"]),
+                           re.I | re.M)
 REFUSAL = re.compile(r"\b(I'?m sorry|I am sorry|I cannot|I can'?t (?:help|assist|do)|As an AI|I am unable|"
                      r"I'?m unable|I apologi[sz]e)\b", re.I)
 
