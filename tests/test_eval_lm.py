@@ -9,9 +9,11 @@ pytest.importorskip("lm_eval")
 from lm_eval.api.instance import Instance  # noqa: E402
 
 from hunyuan_large import load_pretrained  # noqa: E402
+from hunyuan_large.convert import import_model  # noqa: E402
 from hunyuan_large.tokenizer import load_tokenizer  # noqa: E402
 from hunyuan_large.eval.lm import HunyuanLM  # noqa: E402
 
+from .import_helpers import llama, save_hf_folder  # noqa: E402
 from .infer_helpers import make_model_folder, one_thread  # noqa: F401,E402 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -108,11 +110,21 @@ def test_generate_until_stops_at_the_stop_string(folder, reference):
     assert all(len(c) < len(t) for c, t in zip(cut, full))
 
 
-def test_chat_template_leaves_a_prefilled_reply_open(folder):
-    lm = HunyuanLM(folder)
+@pytest.fixture(scope="module")
+def chatml_folder(tmp_path_factory):
+    """An imported Llama folder whose ChatML template opens the assistant's turn only on request."""
+    src = save_hf_folder(llama(), tmp_path_factory.mktemp("llama"))
+    return import_model(src, tmp_path_factory.mktemp("chatml"))
+
+
+@pytest.mark.parametrize("which", ["release", "chatml"])
+def test_chat_template_opens_or_prefills_the_reply(which, folder, chatml_folder):
+    lm = HunyuanLM(folder if which == "release" else chatml_folder)
     chat = [{"role": "user", "content": "What is 2 + 2?"}]
     prompt = lm.apply_chat_template(chat)
-    assert prompt == lm.tok.apply_chat_template(chat, tokenize=False)
+    assert prompt == lm.tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+    if which == "chatml":  # lm-eval generates right after this: the reply's header must be there
+        assert prompt.endswith("<|im_end|>\n<|im_start|>assistant\n")
     assert lm.apply_chat_template(chat + [{"role": "assistant", "content": "It is"}], False) == prompt + "It is"
     assert lm.tok_encode(prompt) == lm.tok.encode(prompt, add_special_tokens=False)  # bos already in the text
 

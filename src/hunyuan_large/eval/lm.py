@@ -87,11 +87,12 @@ class HunyuanLM(TemplateLM):
                                              {"role": "assistant", "content": "{answer}"}], tokenize=False)
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        """The prompt text of a conversation; a final assistant message is left open to continue."""
+        """The prompt text of a conversation, opening the assistant's turn; without
+        `add_generation_prompt` a final assistant message is prefilled: its turn is left open."""
         if not add_generation_prompt and chat_history and chat_history[-1]["role"] == "assistant":
-            head = self.tok.apply_chat_template(chat_history[:-1], tokenize=False) if len(chat_history) > 1 else ""
+            head = self.tok.apply_chat_template(chat_history[:-1], add_generation_prompt=True, tokenize=False)
             return head + chat_history[-1]["content"]
-        return self.tok.apply_chat_template(chat_history, tokenize=False)
+        return self.tok.apply_chat_template(chat_history, add_generation_prompt=add_generation_prompt, tokenize=False)
 
     # ----- scoring ---------------------------------------------------------------------------------
     def _loglikelihood_tokens(self, requests: Sequence[Request], disable_tqdm: bool = False,
