@@ -24,12 +24,12 @@ from hunyuan_large.train.run_state import checkpoints
 from .conftest import make_model
 from .test_train import losses, tiny_run
 
-STAGE = {"seq_len": 64, "tokens": 4 * 2 * 64, "rope_alpha": 8.0, "rope_theta": 20000.0, "lr": 1e-3,
-         "mixture": {"code": 1.0}}
+STAGE = {"seq_len": 64, "tokens": 4 * 8 * 64, "batch_size": 8, "rope_alpha": 8.0, "rope_theta": 20000.0,
+         "lr": 1e-3, "mixture": {"code": 1.0}}
 
 
 def staged_run(tmp_path: Path, **train) -> RunConfig:
-    """tiny_run (4 steps at 32 tokens) + one stage of 4 steps at 64 tokens (2 rows: same tokens/step)."""
+    """tiny_run (4 steps of 4 x 32 tokens) + one stage of 4 steps of 8 x 64 tokens."""
     cfg = tiny_run(tmp_path, steps=4, save_every=2, eval_every=100, **train)
     cfg.train.stages = RunConfig.from_dict({"data": {"sources": cfg.data.sources},
                                             "train": {"stages": [STAGE]}}).train.stages
@@ -41,7 +41,17 @@ def test_stage_applies_rope_exactly_and_exports_it(tmp_path):
     cfg = staged_run(tmp_path, keep_last=0)
     trainer = Trainer(cfg)
     before = trainer.model.config.rope_base
+    shapes = []
+    micro_batch = trainer._micro_batch
+
+    def record(anneal):
+        batch = micro_batch(anneal)
+        shapes.append(tuple(batch.shape))
+        return batch
+
+    trainer._micro_batch = record
     trainer.run()
+    assert shapes == [(4, 33)] * 4 + [(8, 65)] * 4
     mc = trainer.model.config
     d = mc.head_dim
     want_base = STAGE["rope_theta"] * STAGE["rope_alpha"] ** (d / (d - 2))  # SPEC 2.3

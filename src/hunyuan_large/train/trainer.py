@@ -25,11 +25,10 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from ..accounting import count_params, flops_per_token
-from ..config import padded_vocab
+from ..config import ModelConfig, padded_vocab
 from ..errors import UserError
 from ..model import HunyuanForCausalLM
 from ..pretrained import load_pretrained
-from ..config import ModelConfig
 from ..report import human
 from ..runtime import tune_cpu_allocator
 from .config import RunConfig
@@ -211,7 +210,7 @@ class Trainer:
     def _micro_batch(self, anneal: bool) -> torch.Tensor:
         """This rank's rows of the next global micro-batch."""
         rows = self.sampler.next_batch(anneal)
-        b = self.cfg.train.batch_size
+        b = self.phase.batch_size
         return rows[self.ctx.rank * b : (self.ctx.rank + 1) * b].to(self.device)
 
     def _step(self, step: int, acc: IntervalStats) -> tuple[bool, float]:
