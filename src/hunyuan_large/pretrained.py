@@ -170,17 +170,20 @@ def load_weights(model: HunyuanForCausalLM, folder: str | Path) -> None:
 
 
 def load_pretrained(
-    path: str | Path, device: str | torch.device = "auto", dtype: torch.dtype | str | None = None
+    path: str | Path, device: str | torch.device = "auto", dtype: torch.dtype | str | None = None,
+    config: ModelConfig | None = None,
 ) -> HunyuanForCausalLM:
     """Build the model of a folder on `meta`, materialise it on `device`, stream its weights.
 
     dtype defaults to float32 on CPU and to the config's `torch_dtype` elsewhere. With
-    device="meta" the model is only built (no weights read), e.g. for accounting.
+    device="meta" the model is only built (no weights read), e.g. for accounting. `config`
+    replaces the folder's (same shapes; e.g. a run's routing, capacity or RoPE): every layer is
+    built from it, so none keeps the folder's settings.
     """
     folder = Path(path)
     if not folder.is_dir():
         raise CheckpointError(f"model folder {folder} does not exist")
-    cfg = ModelConfig.load(folder)
+    cfg = config or ModelConfig.load(folder)
     dev = resolve_device(device)
     default = torch.float32 if dev.type in ("cpu", "meta") else resolve_dtype(cfg.torch_dtype, torch.bfloat16)
     dt = resolve_dtype(dtype, default)

@@ -23,8 +23,9 @@ class TokenStream:
 
     def __init__(self, folder: Path, shards: list[dict], seq_len: int):
         self.seq_len = seq_len
-        self.arrays = [np.memmap(folder / s["file"], dtype=np.uint32, mode="r")
-                       for s in shards if s["tokens"] > seq_len]
+        kept = [s for s in shards if s["tokens"] > seq_len]
+        self.arrays = [np.memmap(folder / s["file"], dtype=np.uint32, mode="r") for s in kept]
+        self.index_files = [folder / s["file"].replace(".bin", ".idx.npy") for s in kept]
         counts = [(len(a) - 1) // seq_len for a in self.arrays]
         self.offsets = np.cumsum([0, *counts])  # first chunk index of each shard
 
@@ -35,6 +36,10 @@ class TokenStream:
     @property
     def num_tokens(self) -> int:
         return sum(len(a) for a in self.arrays)
+
+    def document_starts(self, shard: int) -> np.ndarray:
+        """Token offsets of the documents of shard `shard` (as written by the shard writer)."""
+        return np.load(self.index_files[shard]).astype(np.int64)
 
     def chunk(self, i: int) -> np.ndarray:
         """Chunk i: seq_len + 1 tokens."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .sources import Document, SourceStats, iter_documents, resolve_files
+from .sources import GENERATED, Document, SourceStats, iter_documents, resolve_files
 
 SHARD_TOKENS = 256 * 2**20  # 1 GiB of uint32 per shard file
 FORMAT = 2  # bumped when the token layout changes, so older caches are rebuilt
@@ -36,6 +36,8 @@ def fingerprint(specs: list[str], text_field: str, val_fraction: float, tokenize
     """Hash of what the shards depend on: file names, sizes, mtimes, the split and tokenizer."""
     h = hashlib.sha256(json.dumps([FORMAT, text_field, val_fraction, tokenizer_hash]).encode())
     for spec in specs:
+        if spec.startswith(GENERATED):  # its documents are a function of the spec text
+            h.update(f"{spec}\n".encode())
         for f in resolve_files(spec):
             st = f.stat()
             h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())

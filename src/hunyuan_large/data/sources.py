@@ -20,6 +20,7 @@ TEXT_SUFFIXES = {".txt", ".md", ".rst", ".py", ".c", ".h", ".cc", ".cpp", ".js",
                  ".go", ".rs", ".json", ".html", ".css", ".tex", ".sh", ".toml", ".yaml", ".yml"}
 RECORD_SUFFIXES = {".jsonl", ".parquet"}
 STDLIB = "stdlib"  # the demo corpus: the Python standard library's own source
+GENERATED = "retrieval:"  # synthetic retrieval documents (retrieval.py), made from the spec alone
 
 
 class DataError(UserError):
@@ -73,9 +74,11 @@ def source_root(spec: str) -> Path:
 
 
 def resolve_files(spec: str) -> list[Path]:
-    """The files one source string names: a file, a folder (recursive), a glob, or 'stdlib'."""
+    """The files one source string names: a file, a folder (recursive), a glob, or 'stdlib' (none if generated)."""
     if spec == STDLIB:
         return stdlib_files()
+    if spec.startswith(GENERATED):
+        return []
     path = Path(spec).expanduser()
     if path.is_file():
         return [path]
@@ -164,6 +167,14 @@ def iter_documents(specs: list[str], text_field: str, stats: SourceStats) -> Ite
     not depend on where the data lives.
     """
     for spec in specs:
+        if spec.startswith(GENERATED):
+            from .retrieval import iter_retrieval  # it builds on this module's Document
+
+            for doc in iter_retrieval(spec):
+                stats.documents += 1
+                stats.bytes += len(doc.text)
+                yield doc
+            continue
         root = source_root(spec)
         for path in resolve_files(spec):
             yield from read_file(path, text_field, stats, path.relative_to(root).as_posix())

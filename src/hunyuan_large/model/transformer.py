@@ -176,6 +176,18 @@ class HunyuanForCausalLM(nn.Module):
                 m.generator = gen
         return gen
 
+    def set_rope(self, rope_theta: float, rope_scaling: dict | None, max_position_embeddings: int) -> None:
+        """Change RoPE in place: every layer reads the one config object, and cos/sin follow it.
+
+        The tables are computed from the config at each forward (inv_freq is cached by base), so
+        nothing stale survives; a context-extension stage calls this between steps.
+        """
+        new = self.config.replace(rope_theta=rope_theta, rope_scaling=rope_scaling,
+                                  max_position_embeddings=max_position_embeddings)  # validates
+        assert self.model.cfg is self.config, "the model's layers must share its config"
+        for name in ("rope_theta", "rope_scaling", "max_position_embeddings"):
+            setattr(self.config, name, getattr(new, name))
+
     def keep_router_fp32(self) -> None:
         """The release constructs the router in fp32; keep it so under a bf16 model."""
         for m in self.modules():

@@ -18,6 +18,7 @@ from ..errors import UserError, require
 from ..tokenizer import MIN_VOCAB_SIZE
 
 _MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"extra"}
+LONG = "long"  # the category of long documents (by length, from any source) in a stage's mixture
 
 
 class RunConfigError(UserError):
@@ -59,6 +60,22 @@ class DataSection:
 
 
 @dataclass
+class StageSection:
+    """One context-extension stage (`[[train.stages]]`), run after the steps before it."""
+
+    seq_len: int = 0
+    tokens: int = 0  # trained in this stage; steps = ceil(tokens / tokens per step)
+    rope_theta: float = 0.0  # 0: keep the model's
+    rope_alpha: float = 0.0  # NTK-alpha (rope_scaling {"type": "dynamic", "alpha": a}); 0: keep the model's
+    mixture: dict[str, float] = field(default_factory=dict)  # empty: data.mixture; "long" = long documents
+    long_min_tokens: int = 0  # documents at least this long are "long"; 0: the previous stage's seq_len
+    long_from: list[str] = field(default_factory=list)  # categories long documents come from; empty: all
+    batch_size: int = 0  # 0: the previous tokens per step (batch_size x seq_len), at least 1 row
+    lr: float = 0.0  # peak of this stage's warmup + cosine decay to decay_floor; 0: train.lr
+    warmup_steps: int = 0
+
+
+@dataclass
 class TrainSection:
     """Optimiser, schedule, routing, losses, and the loop's cadence."""
 
@@ -92,6 +109,7 @@ class TrainSection:
     keep_last: int = 2
     max_bad_steps: int = 5
     resume: bool = True  # continue from the newest checkpoint of the run folder
+    stages: list[StageSection] = field(default_factory=list)  # context extension after `steps`
 
 
 @dataclass
@@ -127,7 +145,9 @@ class RunConfig:
                 cfg.run_dir = str(value)
             elif key == "model":
                 cfg.model = _model_section(value)
-            elif key in ("tokenizer", "data", "train", "parallel"):
+            elif key == "train":
+                cfg.train = _train_section(value)
+            elif key in ("tokenizer", "data", "parallel"):
                 setattr(cfg, key, read_section(type(getattr(cfg, key)), key, value))
             else:
                 raise RunConfigError(f"unknown config section {key!r} "
@@ -138,10 +158,11 @@ class RunConfig:
     def validate(self) -> None:
         t = self.train
         checks = [
-            (t.steps >= 1, f"train.steps must be >= 1, got {t.steps}"),
+            (t.steps >= 1 or (t.steps == 0 and bool(t.stages)),
+             f"train.steps must be >= 1 (or 0 with [[train.stages]]), got {t.steps}"),
             (t.batch_size >= 1 and t.grad_accum >= 1, "train.batch_size and train.grad_accum must be >= 1"),
             (t.lr > 0, f"train.lr must be > 0, got {t.lr}"),
-            (0 <= t.warmup_steps < t.steps, f"train.warmup_steps must be in [0, steps), got {t.warmup_steps}"),
+            (0 <= t.warmup_steps < max(t.steps, 1), f"train.warmup_steps must be in [0, steps), got {t.warmup_steps}"),
             (t.decay in ("cosine", "linear", "constant"), f"train.decay {t.decay!r} is not cosine, linear or constant"),
             (0 <= t.anneal_fraction < 1, f"train.anneal_fraction must be in [0, 1), got {t.anneal_fraction}"),
             (t.expert_lr_rule in ("fixed", "surge"), f"train.expert_lr_rule {t.expert_lr_rule!r} is not fixed or surge"),
@@ -171,11 +192,30 @@ class RunConfig:
             (self.data.workers >= 0, f"data.workers must be >= 0, got {self.data.workers}"),
         ]
         require(checks, RunConfigError)
+        for i, stage in enumerate(t.stages):
+            self._validate_stage(i, stage)
         if not self.model.init_from:  # a bad MoE shape fails here, before any data work
             try:
                 self.model_config(self.tokenizer.vocab_size, 0)
             except UserError as e:
                 raise RunConfigError(f"[model]: {e}") from None
+
+    def _validate_stage(self, i: int, s: StageSection) -> None:
+        name = f"train.stages[{i}]"
+        cats = set(self.data.sources)
+        require([
+            (s.seq_len >= 2, f"{name}.seq_len must be >= 2, got {s.seq_len}"),
+            (s.tokens >= 1, f"{name}.tokens must be >= 1, got {s.tokens}"),
+            (s.rope_theta >= 0 and s.rope_alpha >= 0, f"{name}.rope_theta and rope_alpha must be >= 0 (0: keep)"),
+            (s.batch_size >= 0 and s.lr >= 0 and s.warmup_steps >= 0,
+             f"{name}.batch_size, lr and warmup_steps must be >= 0"),
+            (s.long_min_tokens >= 0, f"{name}.long_min_tokens must be >= 0, got {s.long_min_tokens}"),
+            (set(s.mixture) <= cats | {LONG}, f"{name}.mixture names unknown categories "
+             f"{sorted(set(s.mixture) - cats - {LONG})} (have: {', '.join(sorted(cats | {LONG}))})"),
+            (set(s.long_from) <= cats, f"{name}.long_from names unknown categories "
+             f"{sorted(set(s.long_from) - cats)} (have: {', '.join(sorted(cats))})"),
+            (LONG not in cats, f"data.sources may not name a category {LONG!r}: it is the long documents' name"),
+        ], RunConfigError)
 
     # ----- writing -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -271,6 +311,18 @@ def read_section(kind: type, name: str, values: dict[str, Any]):
         if default is not None and not isinstance(value, type(default)):
             raise RunConfigError(f"{name}.{key} must be {type(default).__name__}, got {value!r}")
         setattr(section, key, value)
+    return section
+
+
+def _train_section(values: dict[str, Any]) -> TrainSection:
+    """[train], with its `[[train.stages]]` tables read as StageSections."""
+    if not isinstance(values, dict):
+        raise RunConfigError("[train] must be a table")
+    stages = values.get("stages", [])
+    if not isinstance(stages, list):
+        raise RunConfigError("train.stages must be an array of tables ([[train.stages]])")
+    section = read_section(TrainSection, "train", {k: v for k, v in values.items() if k != "stages"})
+    section.stages = [read_section(StageSection, f"train.stages[{i}]", s) for i, s in enumerate(stages)]
     return section
 
 

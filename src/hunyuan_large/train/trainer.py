@@ -5,7 +5,9 @@ global batch is world x that, drawn by one sampler that every rank runs and slic
 order does not depend on the world size. The loss is cross-entropy + aux_loss_coef *
 load-balancing loss + z_loss_coef * router z-loss. Routed experts train at a scaled learning
 rate; the schedule warms up, decays, then anneals over the last 5% of tokens while the data
-mixture switches to the annealing mixture.
+mixture switches to the annealing mixture. Context stages ([[train.stages]]) follow as phases of the
+same run (stages.py): each switches sequence length, data, schedule and RoPE between two steps, at a
+saved checkpoint, so a run resumed in any stage continues exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -23,14 +25,14 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from ..accounting import count_params, flops_per_token
-from ..config import padded_vocab
+from ..config import ModelConfig, padded_vocab
 from ..errors import UserError
 from ..model import HunyuanForCausalLM
 from ..pretrained import load_pretrained
 from ..report import human
 from ..runtime import tune_cpu_allocator
 from .config import RunConfig
-from .data_setup import make_sampler, make_validation, prepare_data, prepare_tokenizer
+from .data_setup import make_sampler, make_validation, phase_streams, prepare_data, prepare_tokenizer
 from .distributed import (
     DistContext, check_same_config, clip_grad_norm, fail_clearly, finalize_expert_grads, init_distributed,
     parallelize,
@@ -41,7 +43,7 @@ from .optim import build_optimizer, set_lr, surge_expert_scale
 from .run_state import (
     latest_checkpoint, load_checkpoint, lock_run_dir, rng_state, save_checkpoint, set_rng_state,
 )
-from .schedule import Schedule
+from .stages import Phase, model_config_at, phase_at, plan_phases
 from .interrupt import StopRequest
 from .stats import IntervalStats, summarize
 
@@ -84,19 +86,15 @@ class Trainer:
         if not self.ctx.is_main:
             self.ctx.barrier()
         self.tokenizer = prepare_tokenizer(cfg, self.run_dir, self.console)
-        train_streams, val_streams = prepare_data(cfg, self.run_dir, self.console)
+        self.data = prepare_data(cfg, self.run_dir, self.console)
         if self.ctx.is_main:
             self.ctx.barrier()
-        self.sampler = make_sampler(cfg, train_streams, self.ctx.world)
-        self.val_batches = make_validation(cfg, val_streams, self.console)
+        self.phases = plan_phases(cfg, self.ctx.world)
+        self.total_steps = self.phases[-1].end
 
         torch.manual_seed(t.seed)
         self.model_cfg = cfg.model_config(padded_vocab(self.tokenizer.vocab_size), self.tokenizer.pad_id)
-        if cfg.model.init_from:
-            model = load_pretrained(cfg.model.init_from, device="cpu")
-            model.config = self.model_cfg = cfg.model_config(model.config.vocab_size, model.config.pad_token_id)
-        else:
-            model = HunyuanForCausalLM(self.model_cfg)
+        model = self._initial_model()
         p = count_params(self.model_cfg)
         self.model_description = f"{human(p.total)} params ({human(p.active)} active)"
         self.model = model.to(self.device).train()
@@ -104,14 +102,49 @@ class Trainer:
         torch.manual_seed(t.seed + self.ctx.rank)  # dropout differs per rank, as data does
         self.routing_gen = self.model.set_routing_seed(t.seed + 1 + self.ctx.rank)
 
-        self.tokens_per_step = t.batch_size * t.grad_accum * cfg.data.seq_len * self.ctx.world
+        self.phase: Phase | None = None
+        self._enter(phase_at(self.phases, 0), quiet=True)
         self.expert_scale = self._expert_lr_scale()
         self.optimizer = build_optimizer(self.model, t, self.expert_scale)
-        self.schedule = Schedule.from_train(t)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
                          else contextlib.nullcontext())
         self.log = MetricsLog(self.run_dir / "metrics.jsonl")
-        self.flops_per_token = flops_per_token(self.model_cfg, cfg.data.seq_len)
+
+    def _initial_model(self) -> HunyuanForCausalLM:
+        """A fresh model, or init_from's weights (a model folder or a run checkpoint) under this run's config."""
+        init = self.cfg.model.init_from
+        if not init:
+            return HunyuanForCausalLM(self.model_cfg)
+        # Every layer is built from the run's config (routing, capacity), not the folder's.
+        base = ModelConfig.load(init)
+        self.model_cfg = self.cfg.model_config(base.vocab_size, base.pad_token_id)
+        if not (Path(init) / "dcp").is_dir():
+            return load_pretrained(init, device="cpu", dtype=torch.float32, config=self.model_cfg).train()
+        with torch.device("meta"):
+            model = HunyuanForCausalLM(self.model_cfg)
+        model.to_empty(device="cpu")
+        model.tie_weights()
+        load_checkpoint(Path(init), model, None, DistContext(device=torch.device("cpu")))
+        return model
+
+    def _enter(self, phase: Phase, quiet: bool = False) -> None:
+        """Switch to `phase`: its RoPE on the model, its data (a fresh sampler), schedule and sizes."""
+        cfg, t = self.cfg, self.cfg.train
+        self.phase = phase
+        rope = model_config_at(self.phases, phase.index, self.model_cfg)
+        self.model.set_rope(rope.rope_theta, rope.rope_scaling, rope.max_position_embeddings)
+        console = None if quiet else self.console
+        self.sampler = make_sampler(cfg, phase_streams(self.data, phase, "train", console), self.ctx.world, phase)
+        val = phase_streams(self.data, phase, "val")
+        self.val_batches = make_validation(cfg, val, self.console, phase.batch_size)
+        self.schedule = phase.schedule
+        self.tokens_per_step = phase.batch_size * t.grad_accum * phase.seq_len * self.ctx.world
+        self.flops_per_token = flops_per_token(self.model.config, phase.seq_len)
+        if phase.index and not quiet:
+            self.console.print(
+                f"stage {phase.index}: steps {phase.start}-{phase.end} at {phase.seq_len} tokens, "
+                f"{self.tokens_per_step:,} tokens/step, rope_theta {rope.rope_theta:g}, "
+                f"rope_scaling {rope.rope_scaling}, mixture {phase.mixture or 'equal'}")
 
     def _expert_lr_scale(self) -> float:
         t, mc = self.cfg.train, self.model_cfg
@@ -132,7 +165,11 @@ class Trainer:
                 self.log.path.unlink(missing_ok=True)
             return LoopState()
         state, rng = load_checkpoint(ckpt, self.model, self.optimizer, self.ctx)
-        self.sampler.load_state_dict(state["sampler"])
+        phase = phase_at(self.phases, state["step"])
+        if phase is not self.phase:
+            self._enter(phase)
+        if state.get("phase", 0) == phase.index:  # else saved at the end of the previous phase: fresh data
+            self.sampler.load_state_dict(state["sampler"])
         if rng is not None:  # absent when this rank did not exist in the saving job
             set_rng_state(rng, self.routing_gen)
         if self.ctx.is_main:
@@ -141,7 +178,7 @@ class Trainer:
         return LoopState(state["step"], state["tokens"], state["bad_streak"])
 
     def _save(self, loop: LoopState) -> Path:
-        state = {**dataclasses.asdict(loop), "sampler": self.sampler.state_dict()}
+        state = {**dataclasses.asdict(loop), "phase": self.phase.index, "sampler": self.sampler.state_dict()}
         return save_checkpoint(self.run_dir, loop.step, self.model, self.optimizer, state,
                                rng_state(self.routing_gen), self.cfg.train.keep_last, self.ctx)
 
@@ -173,14 +210,15 @@ class Trainer:
     def _micro_batch(self, anneal: bool) -> torch.Tensor:
         """This rank's rows of the next global micro-batch."""
         rows = self.sampler.next_batch(anneal)
-        b = self.cfg.train.batch_size
+        b = self.phase.batch_size
         return rows[self.ctx.rank * b : (self.ctx.rank + 1) * b].to(self.device)
 
     def _step(self, step: int, acc: IntervalStats) -> tuple[bool, float]:
         """Accumulate grad_accum micro-batches and step; returns (applied, mean loss of all ranks)."""
         t, ctx = self.cfg.train, self.ctx
-        anneal = self.schedule.phase(step) == "anneal"
-        lrs = set_lr(self.optimizer, self.schedule.lr(step))
+        local = step - self.phase.start  # the schedule runs within the phase
+        anneal = self.schedule.phase(local) == "anneal"
+        lrs = set_lr(self.optimizer, self.schedule.lr(local))
         losses, finite = [], True
         for _ in range(t.grad_accum):
             batch = self._micro_batch(anneal)
@@ -202,7 +240,7 @@ class Trainer:
             self.optimizer.step()
             acc.grad_norm = float(grad_norm)
         self.optimizer.zero_grad(set_to_none=True)
-        acc.lr, acc.phase = lrs, self.schedule.phase(step)
+        acc.lr, acc.phase = lrs, self.schedule.phase(local) if self.phase.index == 0 else f"stage{self.phase.index}"
         return finite, sum(losses) / len(losses)
 
     # ----- the loop ------------------------------------------------------------------------
@@ -222,14 +260,17 @@ class Trainer:
         loop = self._resume()
         self.console.print(
             f"run folder {self.run_dir} | model {self.model_description} | "
-            f"{self.tokens_per_step:,} tokens/step x {t.steps} steps | {self.ctx.world} x {self.device}"
+            f"{self.tokens_per_step:,} tokens/step x {t.steps} steps"
+            + "".join(f" + stage {p.index}: {p.steps} x {p.batch_size * p.seq_len * t.grad_accum * self.ctx.world:,}"
+                      for p in self.phases[1:])
+            + f" | {self.ctx.world} x {self.device}"
             + (f", expert parallel {self.ctx.ep_size}" if self.ctx.ep_size > 1 else ""))
         self.peak = measure_peak_flops(self.device) * self.ctx.world
         if loop.step == 0:
             val = self.evaluate()
             if main:
                 self.log.write({"step": 0, "tokens": 0, "val_loss": val})
-        self.progress = TrainProgress(t.steps, loop.step) if main else None
+        self.progress = TrainProgress(self.total_steps, loop.step) if main else None
         self.interval = IntervalStats()
         self.interval_start = time.perf_counter()
         saved_at = loop.step
@@ -237,15 +278,17 @@ class Trainer:
         stop = StopRequest(self.progress.print if main else print) if not self.ctx.distributed else None
         try:
             with stop or contextlib.nullcontext():
-                while loop.step < t.steps and not (stop and stop.requested):
+                while loop.step < self.total_steps and not (stop and stop.requested):
+                    if loop.step >= self.phase.end:  # the next stage starts after the checkpoint of this one
+                        self._enter(phase_at(self.phases, loop.step))
                     self._train_step(loop)
-                    due = loop.bad_streak == 0 and (loop.step % t.save_every == 0 or loop.step == t.steps)
+                    due = loop.bad_streak == 0 and (loop.step % t.save_every == 0 or loop.step == self.phase.end)
                     if due or (stop and stop.requested):  # a skipped step's weights are the last good ones
                         with stop.saving() if stop else contextlib.nullcontext():
                             path = self._save(loop)
                         saved_at = loop.step
                         self.interval_start = time.perf_counter()  # keep save time out of tokens/s
-            if loop.step < t.steps:
+            if loop.step < self.total_steps:
                 self.console.print(f"stopped at step {loop.step}: saved {path}; rerun the same command to resume")
         except KeyboardInterrupt:
             self.console.print(f"stopped during step {loop.step + 1}; the last checkpoint (step {saved_at}) "
@@ -253,7 +296,7 @@ class Trainer:
         finally:
             if self.progress:
                 self.progress.close()
-        interrupted = loop.step < t.steps
+        interrupted = loop.step < self.total_steps
         summary = self._summary(loop.step, interrupted) if main else {}
         return TrainResult(self.run_dir, loop.step, interrupted, summary)
 
@@ -269,14 +312,14 @@ class Trainer:
             return
         loop.bad_streak = 0
         step = loop.step
-        if step % t.log_every == 0 or step == t.steps:
+        if step % t.log_every == 0 or step == self.phase.end:
             if main:
                 rec = self.interval.record(step, loop.tokens, time.perf_counter() - self.interval_start,
                                            self.flops_per_token, self.peak)
                 self.log.write(rec)
                 self.progress.update(step, rec["loss"], rec["tokens_per_s"])
             self.interval, self.interval_start = IntervalStats(), time.perf_counter()
-        if step % t.eval_every == 0 or step == t.steps:
+        if step % t.eval_every == 0 or step == self.phase.end:
             val = self.evaluate()
             if main:
                 self.log.write({"step": step, "tokens": loop.tokens, "val_loss": val})
@@ -297,7 +340,7 @@ class Trainer:
     def _summary(self, step: int, interrupted: bool) -> dict:
         records = self.log.read()
         plots = write_plots(records, self.run_dir)
-        summary = summarize(records, self.cfg.train.steps)
+        summary = summarize(records, self.total_steps)
         summary.update(steps=step, interrupted=interrupted, plots=[str(x) for x in plots],
                        model=self.model_description)
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
