@@ -13,7 +13,6 @@ after training is `hunyuan eval --tasks hunyuan_arithmetic --apply-chat-template
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from collections import Counter
 from pathlib import Path
@@ -24,6 +23,7 @@ from ..eval.offline import arithmetic_doc, make_split
 from ..infer.engine import Engine, EngineConfig
 from ..infer.sampling import SamplingParams
 from ..synth.parsing import final_number
+from ..synth.stages import write_jsonl
 
 
 def user_turn(question: str) -> list[dict[str, str]]:
@@ -69,10 +69,6 @@ def sample_pairs(engine: Engine, docs: list[dict], n: int, max_new_tokens: int, 
             chosen = right[0] if right else worked_answer(d["question"], d["answer"])
             pairs.append({"prompt": user_turn(d["question"]), "chosen": chosen, "rejected": wrong[0]})
     return pairs, tally
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def main(argv: list[str] | None = None) -> None:

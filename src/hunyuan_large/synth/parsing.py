@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 # "Rating: 7", "7/10", "score of 7.5", "**8**" ... the first match wins; ratings must lie in 1..10.
 _RATING = [
@@ -56,6 +57,15 @@ def final_number(text: str) -> str | None:
         return None
     value = float(found[-1].replace(",", ""))
     return str(int(value)) if value.is_integer() else repr(value)
+
+
+def majority(answers: list[str | None]) -> tuple[str | None, float]:
+    """Self-consistency: the most common extracted answer and its share of all samples (None, 0 if none)."""
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return None, 0.0
+    answer, n = counts.most_common(1)[0]
+    return answer, n / len(answers)
 
 
 def last_line(text: str) -> str | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from .backends import Backend, Request
 from .config import SynthConfig
 from .minhash import MinHashIndex
-from .parsing import EXTRACTORS, LEAK_WORDS_RE, is_refusal, normalize, parse_rating
+from .parsing import EXTRACTORS, LEAK_WORDS_RE, is_refusal, majority, normalize, parse_rating
 from .prompts import CRITIQUE, evolve_prompt
 
 
@@ -164,12 +164,10 @@ class Steps:
     def _vote(self, rec: dict, extract) -> None:
         """Self-consistency: the majority answer and its vote share; other answers become problems."""
         answers = [extract(r["text"]) for r in rec["responses"]]
-        counts = Counter(a for a in answers if a is not None)
-        if not counts:
-            rec["vote"] = {"answer": None, "share": 0.0}
+        answer, share = majority(answers)
+        rec["vote"] = {"answer": answer, "share": share}
+        if answer is None:
             return
-        answer, n = counts.most_common(1)[0]
-        rec["vote"] = {"answer": answer, "share": n / len(answers)}
         for resp, a in zip(rec["responses"], answers):
             resp["answer"] = a
             if a != answer and resp["problem"] is None:

@@ -7,10 +7,9 @@ their instruction is the seed's question, so the reference still applies.
 from __future__ import annotations
 
 import math
-from collections import Counter
 
 from .config import SynthConfig
-from .parsing import EXTRACTORS
+from .parsing import EXTRACTORS, majority
 
 
 def wilson(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -50,11 +49,9 @@ def reference_precision(cfg: SynthConfig, responded: list[dict], kept: list[dict
         answers = [extract(rec, resp["text"]) for resp in rec["responses"]]
         if answers[0] is not None:
             single.append(answers[0] == truth[rec["id"]])
-        counts = Counter(a for a in answers if a is not None)
-        if counts:
-            answer, n = counts.most_common(1)[0]
-            if n / len(answers) >= cfg.filter.vote_share:
-                voted.append(answer == truth[rec["id"]])
+        answer, share = majority(answers)
+        if answer is not None and share >= cfg.filter.vote_share:
+            voted.append(answer == truth[rec["id"]])
     final = [extract(r, r["chosen"]) == truth[r["id"]] for r in kept if r["id"] in truth]
     return [_row("one sample", single, len(responded)), _row("self-consistency", voted, len(responded)),
             _row("pipeline output", final, len(responded))]
